@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   -> environment + segment the bundled sample case into demo-output/
+#   make test   -> environment + the default test suite (< 15 min on 2 cores)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := Resources/SampleData
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: env demo test test-slow lint bench
+
+$(BIN)/.installed: requirements-dev.txt pyproject.toml
+	bash scripts/install_system_libs.sh
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+env: $(BIN)/.installed
+
+demo: env
+	$(BIN)/brainbarriers segment --ct $(SAMPLE)/sample_ct.nrrd --t1 $(SAMPLE)/sample_t1.nrrd \
+		--t2 $(SAMPLE)/sample_t2.nrrd --output demo-output --overwrite --overview
+
+test: env
+	$(BIN)/python -m pytest -q
+
+test-slow: env
+	$(BIN)/python -m pytest -q -m slow
+
+lint: env
+	$(BIN)/ruff check .
+
+bench: env
+	$(BIN)/python bench/bench_networks.py
+	$(BIN)/python bench/bench_pipeline.py

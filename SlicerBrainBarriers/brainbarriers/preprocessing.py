@@ -1,0 +1,72 @@
+"""Resampling to the model grid and intensity normalisation (shared by inference and training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from .structures import PatientAxis
+
+_PATIENT_AXIS_ROW = {"LR": 0, "AP": 1, "IS": 2}
+
+
+def resample_to_spacing(
+    image: sitk.Image,
+    spacing: tuple[float, float, float],
+    interpolator: int = sitk.sitkLinear,
+    default_value: float = 0.0,
+) -> sitk.Image:
+    """Resample ``image`` to ``spacing`` (mm) keeping its origin, direction and physical extent."""
+    old_size = np.array(image.GetSize())
+    old_spacing = np.array(image.GetSpacing())
+    new_size = np.maximum(1, np.round(old_size * old_spacing / np.array(spacing))).astype(int)
+    return sitk.Resample(
+        image,
+        [int(s) for s in new_size],
+        sitk.Transform(),
+        interpolator,
+        image.GetOrigin(),
+        tuple(float(s) for s in spacing),
+        image.GetDirection(),
+        default_value,
+        image.GetPixelID() if interpolator == sitk.sitkNearestNeighbor else sitk.sitkFloat32,
+    )
+
+
+def array_axis(direction: tuple[float, ...], patient_axis: PatientAxis) -> int:
+    """Array axis (numpy K,J,I order, as sitk.GetArrayFromImage) closest to a patient direction.
+
+    ``direction`` is SimpleITK's row-major 3x3 direction matrix; its columns are the image axes
+    in LPS world coordinates.
+    """
+    d = np.abs(np.array(direction, dtype=float).reshape(3, 3))
+    image_axis = int(np.argmax(d[_PATIENT_AXIS_ROW[patient_axis]]))
+    return 2 - image_axis
+
+
+def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Z-score normalisation over ``mask`` (default: the whole array)."""
+    values = array[mask] if mask is not None else array
+    mean, std = float(values.mean()), float(values.std())
+    return ((array - mean) / max(std, 1e-6)).astype(np.float32)
+
+
+def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> np.ndarray:
+    """Normalise one modality as a model declares.
+
+    ``scheme`` keys: ``clip`` = [low, high] intensity clip applied first (CT in HU, e.g.
+    [-100, 200]); ``percentiles`` = [low, high] percentile clip; then z-score over the head
+    (voxels above the minimum). Default: z-score over the head.
+    """
+    scheme = scheme or {}
+    a = array.astype(np.float32)
+    head = a > a.min()
+    if not head.any():
+        head = np.ones_like(a, dtype=bool)
+    if "clip" in scheme:
+        lo, hi = scheme["clip"]
+        a = np.clip(a, lo, hi)
+    if "percentiles" in scheme:
+        lo, hi = np.percentile(a[head], scheme["percentiles"])
+        a = np.clip(a, lo, hi)
+    return zscore(a, head)

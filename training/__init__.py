@@ -1,0 +1,1 @@
+"""Training, cross-validation, evaluation and export for SlicerBrainBarriers (python -m training)."""
