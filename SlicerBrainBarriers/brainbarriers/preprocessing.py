@@ -70,3 +70,22 @@ def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> n
         lo, hi = np.percentile(a[head], scheme["percentiles"])
         a = np.clip(a, lo, hi)
     return zscore(a, head)
+
+
+def stack_channels(
+    arrays: dict[str, np.ndarray],
+    modalities: list[str] | tuple[str, ...],
+    schemes: dict[str, dict] | None = None,
+) -> np.ndarray:
+    """Normalise each available modality and stack them in ``modalities`` order: (C, K, J, I) float32.
+
+    A modality missing from ``arrays`` becomes an all-zero channel (the mean after z-scoring; the
+    same convention as training's modality dropout).
+    """
+    schemes = schemes or {}
+    shape = next(iter(arrays.values())).shape
+    out = np.zeros((len(modalities), *shape), dtype=np.float32)
+    for c, m in enumerate(modalities):
+        if m in arrays:
+            out[c] = normalise(arrays[m], m, schemes.get(m))
+    return out

@@ -1,0 +1,48 @@
+"""What the panel shows, as plain data (tested headless; the widget only copies it into Qt)."""
+
+from __future__ import annotations
+
+from brainbarriers.structures import OUTPUT_LABELS
+
+from .process import ProgressEvent
+
+QUALITIES = (("fast", "Fast"), ("full", "Full (adds flip test-time augmentation, about 2x slower)"))
+
+STAGE_NAMES = {
+    "start": "Starting",
+    "load": "Loading inputs",
+    "prepare": "Preparing inputs",
+    "register": "Registering inputs",
+    "preprocess": "Preprocessing",
+    "coarse": "Locating structures (coarse network)",
+    "fine": "Segmenting structures (fine networks)",
+    "postprocess": "Post-processing",
+    "export": "Writing results",
+    "done": "Done",
+    "error": "Failed",
+}
+
+
+def structure_items() -> list[tuple[str, str, tuple[int, int, int]]]:
+    """(key, display name, RGB colour) of every output label, in label order."""
+    return [(lab.key, lab.name, lab.color) for lab in OUTPUT_LABELS]
+
+
+def progress_percent(event: ProgressEvent) -> int | None:
+    if event.fraction is None:
+        return None
+    return int(round(100 * min(max(event.fraction, 0.0), 1.0)))
+
+
+def stage_text(event: ProgressEvent) -> str:
+    """One line under the progress bar: the stage and the pipeline's own message."""
+    name = STAGE_NAMES.get(event.stage, event.stage.replace("_", " ").capitalize())
+    return f"{name}: {event.message}" if event.message else name
+
+
+def edited_question(segment_name: str) -> str:
+    """Text of the dialog shown before an edited segment would be touched."""
+    return (
+        f"The segment '{segment_name}' was edited after it was generated (or was made by hand).\n\n"
+        "Replace it with the new result, keep your version, or add the new result as a separate segment?"
+    )

@@ -1,0 +1,139 @@
+"""Building blocks shared by HMRNet-p, HMRNet-s and the coarse U-Net.
+
+Every convolution is followed by an affine InstanceNorm and an activation ("conv unit"). A conv
+block is two conv units. In the 2.5D ("separable") variant each 3x3x3 conv unit is replaced by
+intra-slice 3x3x1 -> inter-slice 1x1x3 -> intra-slice 3x3x1, each with its own norm+activation,
+where the "1" / "3" positions are along ``inter_slice_axis`` (0, 1 or 2 = tensor dim 2, 3 or 4).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module; 'relu' (paper) or 'leaky_relu' (release, slope 0.01)."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=True)
+    raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
+
+
+def axis_kernel(size: int, axis: int, along: bool) -> tuple[int, int, int]:
+    """Kernel shape with ``size`` along ``axis`` only (along=True) or everywhere but ``axis``."""
+    if along:
+        return tuple(size if d == axis else 1 for d in range(3))  # type: ignore[return-value]
+    return tuple(1 if d == axis else size for d in range(3))  # type: ignore[return-value]
+
+
+class ConvUnit(nn.Sequential):
+    """Conv3d (same padding, bias) -> InstanceNorm3d(affine) -> activation."""
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int] = (3, 3, 3), activation: str = "relu",
+                 stride: int | tuple[int, int, int] = 1):
+        pad = tuple(k // 2 for k in kernel)
+        super().__init__(
+            nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad),
+            nn.InstanceNorm3d(cout, affine=True, eps=1e-5),
+            make_activation(activation),
+        )
+
+    @property
+    def conv(self) -> nn.Conv3d:
+        return self[0]
+
+
+class SeparableUnit(nn.Sequential):
+    """2.5D replacement of one 3x3x3 conv unit: 3x3x1 intra -> 1x1x3 inter -> 3x3x1 intra."""
+
+    def __init__(self, cin: int, cout: int, inter_slice_axis: int, activation: str = "relu"):
+        intra = axis_kernel(3, inter_slice_axis, along=False)
+        inter = axis_kernel(3, inter_slice_axis, along=True)
+        super().__init__(
+            ConvUnit(cin, cout, intra, activation),
+            ConvUnit(cout, cout, inter, activation),
+            ConvUnit(cout, cout, intra, activation),
+        )
+
+    @property
+    def conv(self) -> nn.Conv3d:
+        """The first convolution (the only one that sees the block's input channels)."""
+        return self[0][0]
+
+
+def conv_unit(cin: int, cout: int, activation: str, inter_slice_axis: int | None) -> nn.Module:
+    if inter_slice_axis is None:
+        return ConvUnit(cin, cout, (3, 3, 3), activation)
+    return SeparableUnit(cin, cout, inter_slice_axis, activation)
+
+
+class ConvBlock(nn.Sequential):
+    """Two conv units (3D, or 2.5D when ``inter_slice_axis`` is given)."""
+
+    def __init__(self, cin: int, cout: int, activation: str = "relu", inter_slice_axis: int | None = None):
+        super().__init__(
+            conv_unit(cin, cout, activation, inter_slice_axis),
+            conv_unit(cout, cout, activation, inter_slice_axis),
+        )
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Trilinear resampling to ``size`` (align_corners=False); identity when already that size."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def downsample_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Down-sampling by an integer factor per axis as a box (average) filter.
+
+    Average pooling is the area-preserving counterpart of trilinear up-sampling and, like it,
+    commutes with 1x1x1 convolutions (linear, weights sum to one).
+    """
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    factor = tuple(a // b for a, b in zip(x.shape[2:], size))
+    return F.avg_pool3d(x, kernel_size=factor, stride=factor)
+
+
+class BFC(nn.Module):
+    """Bidirectional feature calibration between the HR and the MR branch.
+
+    With F_h (HR, full resolution, C_h channels) and F_m (MR, its own resolution, C_m channels),
+    both taken from *before* this BFC::
+
+        HR: alpha_h = sigmoid(conv1x1_{C_m->1}(up(F_m)));   F_h_out = post_h(alpha_h * [F_h, up(F_m)])
+        MR: alpha_m = sigmoid(conv1x1_{C_h->1}(down(F_h))); F_m_out = post_m(alpha_m * [F_m, down(F_h)])
+
+    ``post_*`` is a conv block bringing channels back to the branch width (release behaviour,
+    ``post_conv=True``); without it the branch widths grow by the other branch's width.
+    up = trilinear, down = average pooling by the resolution ratio.
+    """
+
+    def __init__(self, c_h: int, c_m: int, activation: str = "relu", inter_slice_axis: int | None = None,
+                 post_conv: bool = True):
+        super().__init__()
+        self.c_h, self.c_m = c_h, c_m
+        self.att_h = nn.Conv3d(c_m, 1, 1)
+        self.att_m = nn.Conv3d(c_h, 1, 1)
+        self.post_conv = post_conv
+        if post_conv:
+            self.post_h = ConvBlock(c_h + c_m, c_h, activation, inter_slice_axis)
+            self.post_m = ConvBlock(c_m + c_h, c_m, activation, inter_slice_axis)
+        self.out_h = c_h if post_conv else c_h + c_m
+        self.out_m = c_m if post_conv else c_m + c_h
+
+    def forward(self, f_h: torch.Tensor, f_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        up_m = resize_to(f_m, f_h.shape[2:])
+        down_h = downsample_to(f_h, f_m.shape[2:])
+        h = torch.sigmoid(self.att_h(up_m)) * torch.cat([f_h, up_m], 1)
+        m = torch.sigmoid(self.att_m(down_h)) * torch.cat([f_m, down_h], 1)
+        if self.post_conv:
+            h = self.post_h(h)
+            m = self.post_m(m)
+        return h, m

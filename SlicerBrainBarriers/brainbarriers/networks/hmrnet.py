@@ -1,0 +1,124 @@
+"""HMRNet-p and HMRNet-s: a high-resolution (HR) branch and a multi-resolution (MR) U-shaped branch
+of seven conv blocks each, coupled by six bidirectional feature calibrations (after blocks 2..7).
+
+MR widths 16 -> 32 -> 64 -> 128 (max-pool 2 between encoder levels) then 64 -> 32 -> 16 with
+trilinear up-sampling and skip connections; HR: seven blocks at full resolution. Head: concat of
+both branch outputs -> conv (1x1x1 by default) -> logits. Deep-supervision heads (1x1x1) on the MR
+decoder levels at 1/8, 1/4 and 1/2 resolution are evaluated in training mode only.
+
+HMRNet-s uses 2.5D conv units (see blocks.SeparableUnit) and does not pool along the inter-slice
+axis at the deepest down-sampling step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import BFC, ConvBlock, resize_to
+
+
+class HMRNet(nn.Module):
+    """HMRNet (variant "p": 3D convs; variant "s": 2.5D convs along ``inter_slice_axis``).
+
+    Args:
+        in_channels: input channels (3: CT, T1, T2).
+        out_channels: output classes (2 for a binary fine target).
+        variant: "p" or "s".
+        hr_width: HR branch width (release 8 -> 3.1 M params; 16 -> the paper's 3.4 M).
+        mr_widths: the four MR encoder widths.
+        activation: "relu" (paper) or "leaky_relu" (release, slope 0.01).
+        head_kernel: kernel of the final head conv (paper 1, release 3).
+        post_conv: conv block after each BFC concat bringing channels back to branch width.
+        deep_supervision: return [full, 1/2, 1/4, 1/8] logits in training mode.
+        inter_slice_axis: spatial axis (0..2 = tensor dim 2..4) of the 1x1x3 convs (variant "s").
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, variant: str = "p", hr_width: int = 8,
+                 mr_widths: tuple[int, int, int, int] = (16, 32, 64, 128), activation: str = "relu",
+                 head_kernel: int = 1, post_conv: bool = True, deep_supervision: bool = True,
+                 inter_slice_axis: int | None = None):
+        super().__init__()
+        if variant not in ("p", "s"):
+            raise ValueError(f"HMRNet variant must be 'p' or 's', not {variant!r}")
+        if variant == "s":
+            inter_slice_axis = 2 if inter_slice_axis is None else int(inter_slice_axis)
+            if inter_slice_axis not in (0, 1, 2):
+                raise ValueError(f"inter_slice_axis must be 0, 1 or 2, not {inter_slice_axis!r}")
+        elif inter_slice_axis is not None:
+            raise TypeError("inter_slice_axis is an option of hmrnet-s only")
+        if len(mr_widths) != 4:
+            raise ValueError("mr_widths needs four widths (encoder levels 1..4)")
+        if head_kernel not in (1, 3):
+            raise ValueError("head_kernel must be 1 or 3")
+        self.variant = variant
+        self.inter_slice_axis = inter_slice_axis
+        self.deep_supervision = deep_supervision
+        act, ax = activation, inter_slice_axis
+
+        # Pooling factors between MR levels; -s keeps through-plane resolution at the last step.
+        pools = [(2, 2, 2), (2, 2, 2), (2, 2, 2)]
+        if variant == "s":
+            pools[2] = tuple(1 if d == ax else 2 for d in range(3))
+        self.pools = [tuple(p) for p in pools]
+        self.required_multiple = tuple(
+            int(torch.tensor([p[d] for p in pools]).prod()) for d in range(3)
+        )
+
+        w = list(mr_widths)
+        mr_out = [w[0], w[1], w[2], w[3], w[2], w[1], w[0]]
+        self.hr_blocks = nn.ModuleList()
+        self.mr_blocks = nn.ModuleList()
+        self.bfcs = nn.ModuleList()
+        c_h, skips = in_channels, []
+        c_m = in_channels
+        for k in range(7):
+            self.hr_blocks.append(ConvBlock(c_h, hr_width, act, ax))
+            if k in (1, 2, 3):
+                cin_m = c_m
+            elif k >= 4:
+                cin_m = c_m + skips[6 - k]  # up-sampled deeper features + encoder skip
+            else:
+                cin_m = c_m
+            self.mr_blocks.append(ConvBlock(cin_m, mr_out[k], act, ax))
+            c_h, c_m = hr_width, mr_out[k]
+            if k >= 1:
+                bfc = BFC(c_h, c_m, act, ax, post_conv)
+                self.bfcs.append(bfc)
+                c_h, c_m = bfc.out_h, bfc.out_m
+            if k < 3:
+                skips.append(c_m)
+            if k == 3:
+                bottleneck = c_m
+            if k == 4:
+                lvl4 = c_m
+            if k == 5:
+                lvl2 = c_m
+        self.head = nn.Conv3d(c_h + c_m, out_channels, head_kernel, padding=head_kernel // 2)
+        self.ds_heads = nn.ModuleList(
+            [nn.Conv3d(c, out_channels, 1) for c in (lvl2, lvl4, bottleneck)]
+        )  # order: 1/2, 1/4, 1/8
+        self.pool_layers = nn.ModuleList([nn.MaxPool3d(p, p) for p in self.pools])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        h, m = x, x
+        skips: list[torch.Tensor] = []
+        ds: list[torch.Tensor] = []
+        for k in range(7):
+            if 1 <= k <= 3:
+                m = self.pool_layers[k - 1](m)
+            elif k >= 4:
+                skip = skips[6 - k]
+                m = torch.cat([resize_to(m, skip.shape[2:]), skip], 1)
+            h = self.hr_blocks[k](h)
+            m = self.mr_blocks[k](m)
+            if k >= 1:
+                h, m = self.bfcs[k - 1](h, m)
+            if k < 3:
+                skips.append(m)
+            if 3 <= k <= 5:
+                ds.append(m)
+        out = self.head(torch.cat([h, m], 1))
+        if self.training and self.deep_supervision:
+            return [out, self.ds_heads[0](ds[2]), self.ds_heads[1](ds[1]), self.ds_heads[2](ds[0])]
+        return out

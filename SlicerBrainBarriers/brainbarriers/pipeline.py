@@ -1,0 +1,379 @@
+"""The two-stage segmentation pipeline as plain functions from images/arrays to images/arrays.
+
+inputs (any grids) -> model grid (identity direction, model spacing, covering the reference)
+-> normalised channels -> coarse grid -> coarse labels -> per-target boxes (+ margin)
+-> fine probabilities per crop -> paste back by probability -> clean-up -> reference grid.
+
+``Segmenter`` ties the stages together, keeps built networks for a batch of cases and reports
+progress as (stage, overall fraction, message).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import geometry
+from .bundles import Bundle
+from .errors import InputError
+from .preprocessing import array_axis, stack_channels
+from .structures import MODALITIES, FineTarget, output_label, targets_for_labels
+
+ProgressFn = Callable[[str, float, str], None]
+
+#: Foreground-mask Dice below which an MR is called misaligned with the reference.
+MIN_ALIGNMENT_DICE = 0.6
+#: Centroid distance (mm) above which an MR is called misaligned with the reference.
+MAX_CENTROID_MM = 20.0
+
+# Overall progress fraction at the start of each stage.
+_STAGE_START = {"load": 0.0, "prepare": 0.05, "coarse": 0.15, "fine": 0.3, "postprocess": 0.9, "export": 0.95}
+
+
+@dataclass
+class SegmentOptions:
+    """Options of one run (the command line's flags).
+
+    Args:
+        structures: output-label or fine-target keys (None: all the model segments).
+        quality: "fast" or "full" (adds flip test-time augmentation).
+        register: rigidly co-register MR inputs to the reference.
+        check_alignment: refuse inputs whose head masks do not line up.
+        cleanup: drop small connected components per structure.
+        precision: "fp32" or "bf16".
+        batch_size: tiles/flips per forward.
+        fine_boxes: model-grid boxes per fine target replacing the coarse stage's (benchmarks).
+    """
+
+    structures: list[str] | None = None
+    quality: str = "fast"
+    register: bool = False
+    check_alignment: bool = True
+    cleanup: bool = True
+    precision: str = "fp32"
+    batch_size: int = 1
+    fine_boxes: dict[str, geometry.Box] | None = None
+
+
+@dataclass
+class SegmentResult:
+    """Labels on the reference grid plus what the report needs."""
+
+    labels: sitk.Image
+    reference: str
+    modalities: list[str]
+    targets: list[str]
+    boxes: dict[str, dict | None] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    device: str = "cpu"
+
+
+# --- stages -----------------------------------------------------------------------------------------
+
+
+def choose_reference(images: dict[str, sitk.Image]) -> str:
+    """The reference input: CT when present, else the first of T1, T2."""
+    for m in MODALITIES:
+        if m in images:
+            return m
+    raise InputError("no input image was given (--ct, --t1, --t2)")
+
+
+def registration_transforms(images: dict[str, sitk.Image], reference: str) -> dict[str, sitk.Transform]:
+    """Rigid MR-to-reference transforms (mutual information), computed on 2.4 mm copies for speed."""
+    grid = geometry.model_grid(images[reference], (2.4, 2.4, 2.4))
+    fixed = geometry.resample_onto(images[reference], grid, default_value=_background(images[reference]))
+    out = {}
+    for m, img in images.items():
+        if m != reference:
+            out[m] = geometry.register_rigid(fixed, img)
+    return out
+
+
+def _background(image: sitk.Image) -> float:
+    return float(sitk.GetArrayViewFromImage(image).min())
+
+
+def resample_inputs(
+    images: dict[str, sitk.Image], grid: sitk.Image, transforms: dict[str, sitk.Transform] | None = None
+) -> dict[str, np.ndarray]:
+    """Every input on ``grid`` by world coordinates (linear), outside filled with its minimum."""
+    transforms = transforms or {}
+    return {
+        m: sitk.GetArrayFromImage(geometry.resample_onto(img, grid, sitk.sitkLinear, _background(img), transforms.get(m)))
+        for m, img in images.items()
+    }
+
+
+def check_alignment(arrays: dict[str, np.ndarray], reference: str, spacing: tuple[float, float, float]) -> dict:
+    """Foreground Dice and centroid distance of each input against the reference; InputError if misaligned."""
+    stats = {}
+    for m, a in arrays.items():
+        if m == reference:
+            continue
+        dice, dist = geometry.alignment(arrays[reference], a, spacing)
+        stats[m] = {"foreground_dice": round(dice, 3), "centroid_mm": round(dist, 1)}
+        if dice < MIN_ALIGNMENT_DICE or dist > MAX_CENTROID_MM:
+            raise InputError(
+                f"{m} does not line up with {reference} (head overlap Dice {dice:.2f}, centroids {dist:.0f} mm apart); "
+                "pass --register to co-register them, or check the files"
+            )
+    return stats
+
+
+def downsample_channels(channels: np.ndarray, grid: sitk.Image, coarse: sitk.Image) -> np.ndarray:
+    """Normalised channels (C, K, J, I) on ``grid`` resampled onto the coarse grid."""
+    out = []
+    for c in channels:
+        img = geometry.array_to_image(c, grid)
+        out.append(sitk.GetArrayFromImage(geometry.resample_onto(img, coarse, sitk.sitkLinear, 0.0)))
+    return np.stack(out).astype(np.float32)
+
+
+def keep_large_components(mask: np.ndarray, min_fraction: float = 0.1, min_voxels: int = 8) -> np.ndarray:
+    """Keep connected components at least ``min_fraction`` of the largest (and ``min_voxels``)."""
+    if not mask.any():
+        return mask
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
+    labels = sitk.GetArrayFromImage(cc)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else 1, min_fraction * sizes[0])) + 1
+    return np.isin(labels, keep)
+
+
+def coarse_boxes(
+    coarse_labels: np.ndarray,
+    coarse: sitk.Image,
+    grid: sitk.Image,
+    targets: list[FineTarget],
+    margins: dict[str, int],
+) -> dict[str, geometry.Box | None]:
+    """Per fine target: the model-grid box of its coarse mask (large components) plus its margin."""
+    shape = tuple(reversed(grid.GetSize()))
+    boxes: dict[str, geometry.Box | None] = {}
+    for t in targets:
+        mask = keep_large_components(coarse_labels == t.coarse_index)
+        box = geometry.mask_box(mask)
+        if box is None:
+            boxes[t.key] = None
+            continue
+        mapped = geometry.map_box(box, coarse, grid)
+        boxes[t.key] = geometry.expand_box(mapped, margins[t.key], shape)
+    return boxes
+
+
+def paste_by_probability(
+    labels: np.ndarray, best: np.ndarray, probability: np.ndarray, box: geometry.Box, value: int
+) -> None:
+    """Write ``value`` where the crop's foreground probability > 0.5 and beats what is there (in place)."""
+    region = geometry.box_slices(box)
+    lab, bst = labels[region], best[region]
+    take = (probability > 0.5) & (probability > bst)
+    lab[take] = value
+    bst[take] = probability[take]
+
+
+def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
+    """Per label value, drop connected components smaller than a tenth of its largest."""
+    out = labels.copy()
+    for v in values:
+        mask = labels == v
+        out[mask & ~keep_large_components(mask)] = 0
+    return out
+
+
+def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Model-grid labels onto the reference's exact grid: per label, linear resampling of its mask inside
+    its box, voxels where it reaches 0.5 (the highest label fraction wins)."""
+    out = np.zeros(tuple(reversed(reference.GetSize())), dtype=np.uint8)
+    best = np.zeros(out.shape, dtype=np.float32)
+    shape = labels.shape
+    for v in [int(x) for x in np.unique(labels) if x > 0]:
+        mask = labels == v
+        box = geometry.expand_box(geometry.mask_box(mask), 2, shape)
+        ref_box = geometry.map_box(box, grid, reference)
+        if any(b <= a for a, b in zip(*ref_box)):
+            continue
+        src = geometry.array_to_image(mask[geometry.box_slices(box)].astype(np.float32), geometry.sub_grid(grid, box))
+        frac = sitk.GetArrayFromImage(geometry.resample_onto(src, geometry.sub_grid(reference, ref_box), sitk.sitkLinear))
+        region = geometry.box_slices(ref_box)
+        o, b = out[region], best[region]
+        take = (frac >= 0.5) & (frac > b)
+        o[take] = v
+        b[take] = frac[take]
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(reference)
+    return img
+
+
+def fine_axes(target: FineTarget, spec: dict, grid: sitk.Image) -> tuple[int | None, int | None]:
+    """(axis the data needs, axis the network was trained with) for an -s target; (None, None) for -p."""
+    slice_axis = spec.get("slice_axis") or target.slice_axis
+    if spec["architecture"] != "hmrnet-s" or slice_axis is None:
+        return None, None
+    needed = array_axis(grid.GetDirection(), slice_axis)
+    trained = spec["options"].get("inter_slice_axis")
+    return needed, (needed if trained is None else int(trained))
+
+
+# --- the whole run ----------------------------------------------------------------------------------
+
+
+class Segmenter:
+    """Runs a bundle's two stages on one case at a time; networks are built once and kept.
+
+    Args:
+        bundle: a loaded (verified) model bundle.
+        device: torch device or "auto"/"cpu"/"cuda"/"mps".
+        options: SegmentOptions.
+        progress: callback (stage, fraction 0..1 overall, message).
+    """
+
+    def __init__(self, bundle: Bundle, device="auto", options: SegmentOptions | None = None,
+                 progress: ProgressFn | None = None) -> None:
+        self.bundle = bundle
+        self.options = options or SegmentOptions()
+        self.progress = progress or (lambda stage, fraction, message: None)
+        self._device = device
+        self._runner = None  # torch is imported on first use, after the inputs are checked
+        self._nets: dict[str, object] = {}
+        chosen = [t for t in targets_for_labels(self.options.structures)]
+        missing = [t.key for t in chosen if t.key not in bundle.structures]
+        if self.options.structures and missing:
+            raise InputError(f"model {bundle.id} does not segment {', '.join(missing)}; it segments {', '.join(bundle.structures)}")
+        self.targets = [t for t in chosen if t.key in bundle.structures]
+
+    @property
+    def runner(self):
+        """The device runner (created on first use: choosing a device imports torch)."""
+        if self._runner is None:
+            from .predict import Runner, choose_device
+
+            dev = choose_device(self._device) if isinstance(self._device, str) else self._device
+            self._runner = Runner(dev, self.options.precision, self.options.batch_size)
+        return self._runner
+
+    def network(self, stage: str, **overrides):
+        key = stage + repr(sorted(overrides.items()))
+        if key not in self._nets:
+            self._nets[key] = self.runner.prepare(self.bundle.build_network(stage, **overrides))
+        return self._nets[key]
+
+    def _flip_axes(self) -> tuple[int, ...]:
+        return (0, 1, 2) if self.options.quality == "full" else ()
+
+    def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
+        """Segment one case given its input images (keys "ct", "t1", "t2")."""
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        tick = time.perf_counter()
+        opts = self.options
+        ignored = [m for m in images if m not in self.bundle.modalities]
+        if ignored:
+            notes.append(f"model {self.bundle.id} does not use {', '.join(ignored)}; ignored")
+        used = self.bundle.used_modalities(list(images))
+        images = {m: images[m] for m in used}
+        reference_key = choose_reference(images)
+        reference = images[reference_key]
+
+        # prepare: grids, alignment, normalisation
+        self.progress("prepare", _STAGE_START["prepare"], f"resampling onto the {self.bundle.spacing[0]} mm model grid")
+        for m, img in images.items():
+            if m != reference_key:
+                geometry.check_overlap(img, reference, m)
+        grid = geometry.model_grid(reference, self.bundle.spacing)
+        coarse_grid = geometry.model_grid(reference, self.bundle.coarse_spacing)
+        transforms = None
+        if opts.register and len(images) > 1:
+            self.progress("prepare", 0.07, "co-registering MR to the reference (rigid, mutual information)")
+            transforms = registration_transforms(images, reference_key)
+            timings["register"] = time.perf_counter() - tick
+            notes += [f"{m} registered rigidly to {reference_key}: {list(np.round(t.GetParameters(), 3))}"
+                      for m, t in transforms.items()]
+        if opts.check_alignment and len(images) > 1:
+            check_alignment(resample_inputs(images, coarse_grid, transforms), reference_key, coarse_grid.GetSpacing())
+        arrays = resample_inputs(images, grid, transforms)
+        channels = stack_channels(arrays, self.bundle.modalities,
+                                  {m: self.bundle.normalisation(m) for m in self.bundle.modalities})
+        del arrays
+        coarse_x = downsample_channels(channels, grid, coarse_grid)
+        timings["prepare"] = time.perf_counter() - tick
+
+        # coarse localisation
+        t0 = time.perf_counter()
+        self.progress("coarse", _STAGE_START["coarse"], "coarse localisation")
+        margins = {t.key: int(self.bundle.network_spec(t.key)["margin"]) for t in self.targets}
+        coarse_spec = self.bundle.network_spec("coarse")
+        probs = self.runner.predict(self.network("coarse"), coarse_x, tuple(coarse_spec["max_crop"]), self._flip_axes())
+        coarse_labels = probs.argmax(0).astype(np.uint8)
+        del probs, coarse_x
+        boxes = coarse_boxes(coarse_labels, coarse_grid, grid, self.targets, margins)
+        if opts.fine_boxes:
+            boxes.update({k: v for k, v in opts.fine_boxes.items() if k in boxes})
+        timings["coarse"] = time.perf_counter() - t0
+
+        # fine segmentation per target, pasted back by probability
+        t0 = time.perf_counter()
+        shape = channels.shape[1:]
+        labels = np.zeros(shape, dtype=np.uint8)
+        best = np.zeros(shape, dtype=np.float32)
+        for n, t in enumerate(self.targets):
+            frac = _STAGE_START["fine"] + (_STAGE_START["postprocess"] - _STAGE_START["fine"]) * n / len(self.targets)
+            box = boxes.get(t.key)
+            if box is None:
+                notes.append(f"{t.key}: not found by the coarse stage; left empty")
+                self.progress("fine", frac, f"{t.name}: not found by the coarse stage")
+                continue
+            size = tuple(b - a for a, b in zip(*box))
+            self.progress("fine", frac, f"{t.name} ({size[2]}x{size[1]}x{size[0]} voxels)")
+            ts = time.perf_counter()
+            spec = self.bundle.network_spec(t.key)
+            needed, trained = fine_axes(t, spec, grid)
+            overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
+            crop = channels[(slice(None), *geometry.box_slices(box))]
+            max_crop = tuple(spec["max_crop"])
+            if needed is not None and trained != needed:  # present the thin axis where the weights expect it
+                crop = np.swapaxes(crop, 1 + needed, 1 + trained)
+                mc = list(max_crop)
+                mc[needed], mc[trained] = mc[trained], mc[needed]
+                max_crop = tuple(mc)
+            prob = self.runner.predict(self.network(t.key, **overrides), crop, max_crop, self._flip_axes())[1]
+            if needed is not None and trained != needed:
+                prob = np.swapaxes(prob, needed, trained)
+            paste_by_probability(labels, best, prob, box, t.label)
+            timings[f"fine_{t.key}"] = time.perf_counter() - ts
+        timings["fine"] = time.perf_counter() - t0
+        del best, channels
+
+        # post-processing and back to the reference grid
+        t0 = time.perf_counter()
+        self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
+        values = sorted({t.label for t in self.targets})
+        if opts.cleanup:
+            labels = cleanup_labels(labels, values)
+        out = labels_to_reference(labels, grid, reference)
+        timings["postprocess"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - tick
+        box_report = {
+            t.key: (None if boxes.get(t.key) is None else
+                    {"model_grid_index": [list(boxes[t.key][0]), list(boxes[t.key][1])],
+                     "world_lps_mm": geometry.box_world(boxes[t.key], grid)})
+            for t in self.targets
+        }
+        return SegmentResult(
+            labels=out, reference=reference_key, modalities=used, targets=[t.key for t in self.targets],
+            boxes=box_report, timings={k: round(v, 3) for k, v in timings.items()},
+            notes=notes + self.runner.notes, device=str(self.runner.device),
+        )
+
+
+def output_labels_for(targets: list[str]) -> list[int]:
+    """Output label values produced by a list of fine-target keys (sinus parts -> 3)."""
+    from .structures import fine_target
+
+    return sorted({output_label(fine_target(k).label).value for k in targets})

@@ -1,0 +1,95 @@
+"""Losses: fn-weighted Dice at theta=1 is 1 - Dice, FN gradient grows with theta, deep supervision."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss, downsample_labels
+
+
+def _case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 2, 6, 7, 8, generator=g)
+    target = (torch.rand(2, 1, 6, 7, 8, generator=g) > 0.6).long()
+    return logits, target
+
+
+def test_fn_dice_theta_one_is_dice():
+    logits, target = _case()
+    p = torch.softmax(logits, 1)[:, 1]
+    g = target[:, 0].float()
+    dice = 2 * (p * g).sum() / (p.sum() + g.sum())
+    loss = FNDiceCELoss(theta=1.0, eps=0.0).dice_loss(logits, target)
+    torch.testing.assert_close(loss, 1 - dice)
+    torch.testing.assert_close(DiceCELoss(eps=0.0).dice_loss(logits, target), 1 - dice)
+    # the full loss adds cross-entropy 1:1
+    torch.testing.assert_close(FNDiceCELoss(1.0, eps=0.0)(logits, target), 1 - dice + F.cross_entropy(logits, target[:, 0]))
+
+
+def test_fn_dice_formula():
+    logits, target = _case(1)
+    p = torch.softmax(logits, 1)[:, 1]
+    g = target[:, 0].float()
+    tp, fp, fn = (p * g).sum(), (p * (1 - g)).sum(), ((1 - p) * g).sum()
+    theta, eps = 2.5, 1e-5
+    want = 1 - (2 * tp + eps) / (2 * tp + fp + theta * fn + eps)
+    torch.testing.assert_close(FNDiceCELoss(theta, eps=eps).dice_loss(logits, target), want)
+
+
+def _fn_and_fp_pull(logits, target, theta):
+    x = logits.clone().requires_grad_(True)
+    FNDiceCELoss(theta, ce_weight=0.0).dice_loss(x, target).backward()
+    pred = logits.argmax(1)
+    fn_voxels = target[:, 0].bool() & (pred == 0)
+    fp_voxels = ~target[:, 0].bool() & (pred == 1)
+    # descent direction on the foreground logit: push up on missed voxels, down on false alarms
+    return float(-x.grad[:, 1][fn_voxels].mean()), float(x.grad[:, 1][fp_voxels].mean())
+
+
+def test_fn_gradient_grows_with_theta():
+    # a mostly right prediction of a box with a missed corner and a few false alarms
+    target = torch.zeros(1, 1, 12, 12, 12, dtype=torch.long)
+    target[:, :, 2:10, 2:10, 2:10] = 1
+    logits = torch.zeros(1, 2, 12, 12, 12)
+    logits[:, 1] = torch.where(target[:, 0].bool(), 2.0, -2.0)
+    logits[:, 1, 2:5, 2:5, 2:5] = -1.0  # false negatives
+    logits[:, 1, 10:, 10:, :3] = 1.0  # false positives
+    pulls = [_fn_and_fp_pull(logits, target, theta) for theta in (1.0, 1.5, 2.0, 3.0, 3.5)]
+    fn = [a for a, _ in pulls]
+    assert fn[0] > 0
+    assert all(b > a for a, b in zip(fn, fn[1:])), pulls
+    # on any prediction the FN gradient grows relative to the FP gradient, (FP + theta*G) / TP
+    logits, target = _case(2)
+    ratios = [a / b for a, b in (_fn_and_fp_pull(logits, target, t) for t in (1.0, 2.0, 3.0, 5.0))]
+    assert all(b > a for a, b in zip(ratios, ratios[1:])), ratios
+
+
+def test_background_excluded_and_multiclass():
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (1, 8, 8, 8))
+    perfect = F.one_hot(target, 4).movedim(-1, 1).float() * 50
+    assert float(DiceCELoss().dice_loss(perfect, target)) < 1e-4
+    # background only correct: foreground-only Dice is bad, with background it is less bad
+    bg_only = torch.zeros(1, 4, 8, 8, 8)
+    bg_only[:, 0] = 50
+    assert float(DiceCELoss().dice_loss(bg_only, target)) > 0.99
+    assert float(DiceCELoss(include_background=True).dice_loss(bg_only, target)) < 0.99
+
+
+def test_deep_supervision_weights():
+    torch.manual_seed(0)
+    target = torch.randint(0, 2, (1, 1, 16, 16, 16))
+    outs = [torch.randn(1, 2, 16 // 2**k, 16 // 2**k, 16 // 2**k) for k in range(4)]
+    base = DiceCELoss()
+    total = DeepSupervisionLoss(base)(outs, target)
+    parts = [base(o, downsample_labels(target, o.shape[2:])) for o in outs]
+    torch.testing.assert_close(total, parts[0] + 0.4 * parts[1] + 0.3 * parts[2] + 0.3 * parts[3])
+    torch.testing.assert_close(DeepSupervisionLoss(base)(outs[0], target[:, 0]), parts[0])
+    assert downsample_labels(target, (8, 8, 8)).shape == (1, 1, 8, 8, 8)
+    assert torch.equal(downsample_labels(target[:, 0], (8, 8, 8)), target[:, 0, ::2, ::2, ::2])
+
+
+def test_bad_target_shape():
+    logits, target = _case()
+    with pytest.raises(ValueError):
+        DiceCELoss()(logits, target[:, :, :3])

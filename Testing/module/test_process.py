@@ -1,0 +1,119 @@
+"""The process runner on real child processes: progress lines, failure, cancel of the whole tree."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+from SlicerBrainBarriersLib.process import PipelineProcess, ProgressEvent
+
+
+def _child(code: str) -> list[str]:
+    return [sys.executable, "-u", "-c", textwrap.dedent(code)]
+
+
+def test_parse_lines():
+    e = ProgressEvent.from_line('{"stage": "coarse", "fraction": 0.25, "message": "locating"}\n')
+    assert (e.stage, e.fraction, e.message) == ("coarse", 0.25, "locating")
+    assert ProgressEvent.from_line("Traceback (most recent call last):").stage == "log"
+    assert ProgressEvent.from_line('{"not": "progress"}').stage == "log"
+    assert ProgressEvent.from_line('{"stage": "x"}', source="stderr").stage == "log"
+
+
+def test_progress_and_result():
+    proc = PipelineProcess(
+        _child(
+            """
+            import json, sys, time
+            for i, stage in enumerate(["load", "coarse", "fine"]):
+                print(json.dumps({"stage": stage, "fraction": i / 3, "message": stage}), flush=True)
+                time.sleep(0.05)
+            print("a plain log line", flush=True)
+            print("a warning", file=sys.stderr, flush=True)
+            print(json.dumps({"stage": "done", "fraction": 1.0, "message": "ok", "outputs": {"labels": "l.nii.gz"}}))
+            """
+        )
+    )
+    events = []
+    assert proc.wait(timeout=30, on_event=events.append) == "done"
+    stages = [e.stage for e in events]
+    assert [s for s in stages if s != "log"] == ["load", "coarse", "fine", "done"]
+    assert {e.message for e in events if e.stage == "log"} == {"a plain log line", "a warning"}
+    fractions = [e.fraction for e in events if e.stage not in ("log",)]
+    assert fractions == sorted(fractions)
+    assert proc.result.outputs == {"labels": "l.nii.gz"}
+    assert proc.last_progress.stage == "fine"
+
+
+def test_failure_message_is_the_error_line():
+    proc = PipelineProcess(
+        _child(
+            """
+            import json, sys
+            print(json.dumps({"stage": "error", "message": "T1 file not found: x.nrrd"}))
+            sys.exit(2)
+            """
+        )
+    )
+    assert proc.wait(timeout=30) == "failed"
+    assert proc.returncode == 2
+    assert proc.failure_message() == "T1 file not found: x.nrrd"
+
+
+def test_exit_zero_without_done_line_is_a_failure():
+    proc = PipelineProcess(_child("print('nothing useful')"))
+    assert proc.wait(timeout=30) == "failed"
+    assert "without a result" in proc.failure_message()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the grandchild")
+def test_cancel_kills_the_process_tree_and_poll_never_blocks():
+    proc = PipelineProcess(
+        _child(
+            """
+            import json, subprocess, sys, time
+            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            print(json.dumps({"stage": "load", "fraction": 0.1, "message": str(grandchild.pid)}), flush=True)
+            time.sleep(120)
+            """
+        )
+    )
+    deadline = time.monotonic() + 30
+    grandchild = None
+    slowest_poll = 0.0
+    while grandchild is None and time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        for event in proc.poll():
+            if event.stage == "load":
+                grandchild = int(event.message)
+        slowest_poll = max(slowest_poll, time.perf_counter() - t0)
+        time.sleep(0.02)
+    assert grandchild is not None and _alive(grandchild) and _alive(proc.pid)
+    assert slowest_poll < 0.05  # the UI timer never waits on the child
+    t0 = time.monotonic()
+    proc.cancel()
+    assert time.monotonic() - t0 < 10
+    assert proc.state == "cancelled"
+    time.sleep(0.2)
+    assert not _alive(proc.pid)
+    assert not _alive(grandchild)
+
+
+def test_wait_timeout_cancels():
+    proc = PipelineProcess(_child("import time; print('{\"stage\": \"x\", \"fraction\": 0}', flush=True); time.sleep(60)"))
+    t0 = time.monotonic()
+    assert proc.wait(timeout=1.0) == "cancelled"
+    assert time.monotonic() - t0 < 8
+    assert json.dumps(proc.last_progress.stage) == '"x"'
+    assert not _alive(proc.pid) if sys.platform.startswith("linux") else True

@@ -1,0 +1,188 @@
+"""Command line: ``python -m training <command>`` (see ``--help`` of each command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="paper", help="recipe name in training/configs (paper, smoke) or a JSON file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.epochs=10 (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _cases_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cases", nargs="+", default=None, help="case ids to use (default: all prepared cases)")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--cache", required=True, type=Path, help="prepared data (output of `prepare`)")
+    p.add_argument("--workdir", required=True, type=Path, help="training folder (coarse/, fine/<target>/)")
+    _cases_args(p)
+    p.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="generate synthetic head phantoms in the ABCs layout")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cases", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="grid size (default 64 64 64; realistic: 164 194 142 with --spacing 1.2)")
+    p.add_argument("--spacing", type=float, default=None, help="voxel spacing in mm (default 2.4)")
+    p.add_argument("--first-id", type=int, default=1)
+
+    p = sub.add_parser("prepare", help="check, resample, normalise and cache a data set")
+    _config_args(p)
+    p.add_argument("--data", required=True, type=Path, help="ABCs-layout folder, flat folder, or CSV (case,ct,t1,t2,label)")
+    p.add_argument("--cache", required=True, type=Path)
+
+    p = sub.add_parser("train-coarse", help="train the coarse localisation network")
+    _train_args(p)
+    p = sub.add_parser("train-fine", help="train fine networks")
+    _train_args(p)
+    p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
+    p = sub.add_parser("train", help="train-coarse then train-fine for all structures")
+    _train_args(p)
+
+    p = sub.add_parser("cross-validate", help="k-fold cross-validation: train and evaluate per fold")
+    _train_args(p)
+    p.add_argument("--folds", type=int, default=5)
+
+    p = sub.add_parser("evaluate", help="Dice, ASSD, HD95, surface Dice per case and structure")
+    _config_args(p)
+    p.add_argument("--cache", type=Path, help="prepared data to segment with --workdir's networks")
+    p.add_argument("--workdir", type=Path)
+    _cases_args(p)
+    p.add_argument("--gt-boxes", action="store_true", help="use ground-truth boxes instead of the coarse network")
+    p.add_argument("--predictions", type=Path, help="folder of predicted label maps (<case>*.mha/.nii.gz/.nrrd)")
+    p.add_argument("--data", type=Path, help="data set with the ground truth for --predictions")
+    p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.csv and summary.txt")
+
+    p = sub.add_parser("export", help="write the model bundle (manifest + safetensors + SHA-256)")
+    _config_args(p)
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--licence-file", type=Path, default=None)
+    p.add_argument("--model-card", type=Path, default=None)
+    return ap
+
+
+def _load(args) -> dict:
+    config = load_config(args.config, args.set)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+        config["train"]["threads"] = args.threads
+    return config
+
+
+def _structures(names: list[str]):
+    from brainbarriers.structures import targets_for_labels
+
+    return targets_for_labels(None if "all" in names else names)
+
+
+def _prediction_pairs(pred_dir: Path, data: Path):
+    from .prepare import discover
+
+    pairs = []
+    preds = {p.name: p for p in Path(pred_dir).iterdir() if p.is_file()}
+    for cf in discover(data):
+        match = [p for name, p in sorted(preds.items()) if name.startswith(cf.case) and not name.endswith(".json")
+                 and (name.endswith((".mha", ".nii.gz", ".nii", ".nrrd")) and ".seg." not in name)]
+        if match and cf.files.get("label"):
+            pairs.append((cf.case, match[0], cf.files["label"]))
+    if not pairs:
+        raise FileNotFoundError(f"no predictions in {pred_dir} match the cases of {data}")
+    return pairs
+
+
+def run(args) -> int:
+    if args.command == "phantom":
+        from .phantom import SMALL_SIZE, SMALL_SPACING, generate_dataset
+
+        ids = generate_dataset(args.out, args.cases, args.seed, tuple(args.size or SMALL_SIZE),
+                               args.spacing or SMALL_SPACING, args.first_id)
+        print(f"wrote {len(ids)} phantom cases to {args.out}")
+        return 0
+    config = _load(args)
+    if args.command == "prepare":
+        from .prepare import prepare
+
+        if not args.data.exists():
+            raise FileNotFoundError(f"data set {args.data} does not exist")
+        index = prepare(args.data, args.cache, config["data"], progress=config["train"].get("progress", True))
+        print(f"prepared {len(index['cases'])} cases into {args.cache}")
+        for prob in index["problems"]:
+            print(f"problem case {prob['case']}: {prob['problem']}")
+        return 0 if index["cases"] else 1
+    if args.command in ("train-coarse", "train-fine", "train"):
+        from .stages import train_coarse, train_fine
+
+        if args.command in ("train-coarse", "train"):
+            train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
+        if args.command in ("train-fine", "train"):
+            targets = _structures(getattr(args, "structure", ["all"]))
+            train_fine(config, args.cache, args.workdir, targets, args.cases, resume=not args.no_resume)
+        return 0
+    if args.command == "cross-validate":
+        from .crossval import cross_validate
+
+        table = cross_validate(config, args.cache, args.workdir, args.folds, args.cases, resume=not args.no_resume)
+        print(table)
+        return 0
+    if args.command == "evaluate":
+        from .evaluate import evaluate_cached, evaluate_files, write_results
+
+        if args.predictions:
+            if not args.data:
+                raise ValueError("--predictions needs --data (the ground truth)")
+            rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance)
+        elif args.cache and args.workdir:
+            rows = evaluate_cached(args.cache, args.workdir, args.cases, args.gt_boxes, args.tolerance,
+                                   progress=config["train"].get("progress", True))
+        else:
+            raise ValueError("evaluate needs --cache and --workdir, or --predictions and --data")
+        print(write_results(rows, args.out))
+        return 0
+    if args.command == "export":
+        from .export import export_bundle
+
+        cfg_file = args.workdir / "coarse" / "config.json"
+        if args.config == "paper" and not args.set and cfg_file.is_file():
+            config = json.loads(cfg_file.read_text())  # the recipe the networks were trained with
+        extra = {}
+        if args.licence_file:
+            extra["LICENSE"] = args.licence_file
+        if args.model_card:
+            extra["MODEL_CARD.md"] = args.model_card
+        path = export_bundle(config, args.workdir, args.out, extra or None)
+        print(f"wrote bundle {path}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (the last checkpoint is kept; run the same command again to resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,40 @@
+"""k-fold cross-validation: per fold, train coarse + fine on the other folds and evaluate the held-out one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import evaluate_cached, write_results
+from .prepare import load_index
+from .stages import select_entries, train_coarse, train_fine
+
+
+def make_folds(cases: list[str], folds: int, seed: int) -> list[list[str]]:
+    """Shuffle the case ids (seeded) and deal them into ``folds`` held-out sets."""
+    if folds < 2 or folds > len(cases):
+        raise ValueError(f"--folds must be between 2 and the number of cases ({len(cases)}), not {folds}")
+    order = list(np.random.default_rng(seed).permutation(sorted(cases)))
+    return [sorted(str(c) for c in order[k::folds]) for k in range(folds)]
+
+
+def cross_validate(config: dict, cache: Path, workdir: Path, folds: int = 5, cases: list[str] | None = None,
+                   resume: bool = True) -> str:
+    index = load_index(cache)
+    ids = [e["case"] for e in select_entries(index, cases)]
+    splits = make_folds(ids, folds, int(config.get("seed", 0)))
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "folds.json").write_text(json.dumps(splits, indent=1))
+    rows = []
+    for k, held_out in enumerate(splits):
+        fold_dir = workdir / f"fold_{k}"
+        train_ids = [c for c in ids if c not in held_out]
+        train_coarse(config, cache, fold_dir, train_ids, resume)
+        train_fine(config, cache, fold_dir, cases=train_ids, resume=resume)
+        fold_rows = evaluate_cached(cache, fold_dir, held_out, progress=False)
+        write_results(fold_rows, fold_dir / "evaluation")
+        rows += [{**r, "fold": k} for r in fold_rows]
+    return write_results(rows, workdir / "evaluation")

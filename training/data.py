@@ -1,0 +1,216 @@
+"""Training samples: coarse volumes and fine crops, with seeded augmentation.
+
+Every sample is a pure function of (seed, epoch, index): its case, crop, localisation draw and
+augmentation come from a random generator seeded with those three numbers. This makes runs
+reproducible whatever the number of data-loading workers, and lets a resumed run replay exactly
+the samples the killed run would have seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchio as tio
+from torch.utils.data import Dataset
+
+from brainbarriers.preprocessing import array_axis
+from brainbarriers.structures import FineTarget
+
+from .prepare import load_case
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def sample_seed(base: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(base), int(epoch), int(index)]).generate_state(1)[0])
+
+
+def expand_box(box: list[int], margin: int, shape: tuple[int, ...]) -> list[int]:
+    """Box [lo..., hi...] grown by ``margin`` voxels and clipped to ``shape``."""
+    n = len(shape)
+    lo = [max(0, box[a] - margin) for a in range(n)]
+    hi = [min(shape[a], box[n + a] + margin) for a in range(n)]
+    return lo + hi
+
+
+def limit_box(box: list[int], max_size: list[int] | None, rng: np.random.Generator | None) -> list[int]:
+    """Shrink a box to at most ``max_size`` per axis: a random window in training, centred otherwise."""
+    if not max_size:
+        return box
+    n = len(box) // 2
+    out = list(box)
+    for a in range(n):
+        size = box[n + a] - box[a]
+        if size > max_size[a]:
+            slack = size - max_size[a]
+            off = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+            out[a] = box[a] + off
+            out[n + a] = out[a] + max_size[a]
+    return out
+
+
+def box_slices(box: list[int]) -> tuple[slice, ...]:
+    n = len(box) // 2
+    return tuple(slice(box[a], box[n + a]) for a in range(n))
+
+
+def scale_box(box: list[int], ratio: float, shape: tuple[int, ...]) -> list[int]:
+    """Map a box between grids sharing an origin (voxel centres at index*spacing): ratio = coarse/fine spacing."""
+    n = len(box) // 2
+    lo = [max(0, int(np.floor((box[a] - 0.5) * ratio + 0.5))) for a in range(n)]
+    hi = [min(shape[a], int(np.ceil((box[n + a] - 0.5) * ratio + 0.5))) for a in range(n)]
+    return lo + hi
+
+
+class Augmenter:
+    """Spatial (torchio: affine, elastic, flips) and intensity (gamma, contrast, noise, modality
+    dropout) augmentation of one sample, configured by the ``augmentation`` section."""
+
+    def __init__(self, cfg: dict, spacing: tuple[float, float, float]):
+        self.cfg = cfg
+        self.spacing = tuple(float(s) for s in spacing)
+        flips = tuple(array_axis(_IDENTITY, a) for a in cfg.get("flip_axes", []))
+        spatial = []
+        if cfg.get("affine_probability", 0) > 0:
+            spatial.append(tio.RandomAffine(scales=tuple(cfg.get("scales", (1, 1))),
+                                            degrees=float(cfg.get("rotation_degrees", 0)),
+                                            image_interpolation="linear", label_interpolation="nearest",
+                                            default_pad_value="minimum", p=float(cfg["affine_probability"])))
+        if cfg.get("elastic_probability", 0) > 0:
+            spatial.append(tio.RandomElasticDeformation(num_control_points=int(cfg.get("elastic_control_points", 7)),
+                                                        max_displacement=float(cfg.get("elastic_max_displacement_mm", 5)),
+                                                        image_interpolation="linear", label_interpolation="nearest",
+                                                        p=float(cfg["elastic_probability"])))
+        if flips and cfg.get("flip_probability", 0) > 0:
+            spatial.append(tio.RandomFlip(axes=flips, flip_probability=float(cfg["flip_probability"])))
+        self.spatial = tio.Compose(spatial) if spatial else None
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        if self.spatial is not None:
+            affine = np.diag([*self.spacing, 1.0])
+            subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image)), affine=affine),
+                                  label=tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int16)), affine=affine))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                subject = self.spatial(subject)
+            image = subject["image"].data.numpy().astype(np.float32)
+            label = subject["label"].data.numpy()[0].astype(np.uint8)
+        image = self.intensity(image, rng)
+        return image, label
+
+    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.cfg
+        image = image.copy()
+        for c in range(image.shape[0]):
+            ch = image[c]
+            if rng.random() < cfg.get("gamma_probability", 0):
+                # gamma on the channel rescaled to [0, 1], then mapped back to its range
+                lo, hi = float(ch.min()), float(ch.max())
+                if hi > lo:
+                    gamma = float(np.exp(rng.uniform(*cfg.get("log_gamma", (-0.3, 0.3)))))
+                    ch = ((ch - lo) / (hi - lo)) ** gamma * (hi - lo) + lo
+            if rng.random() < cfg.get("contrast_probability", 0):
+                ch = ch * rng.uniform(*cfg.get("contrast_range", (0.75, 1.25))) + rng.uniform(
+                    *cfg.get("brightness_range", (-0.1, 0.1)))
+            if rng.random() < cfg.get("noise_probability", 0):
+                ch = ch + rng.normal(0.0, rng.uniform(0, cfg.get("noise_std", 0.1)), size=ch.shape)
+            image[c] = ch
+        if image.shape[0] > 1 and rng.random() < cfg.get("modality_dropout_probability", 0):
+            # a missing modality is an all-zero channel after normalisation; keep at least one
+            n_drop = int(rng.integers(1, image.shape[0]))
+            for c in rng.choice(image.shape[0], size=n_drop, replace=False):
+                image[c] = 0.0
+        return image.astype(np.float32)
+
+
+class TrainingSet(Dataset):
+    """``length`` samples per epoch drawn from the cached cases (coarse volumes or fine crops).
+
+    Args:
+        cache: prepared cache folder.
+        entries: index entries of the training cases.
+        target: the fine target, or None for the coarse stage.
+        cfg: the stage config (``augmentation``, ``patch_size``, ``margin``, ``max_crop``...).
+        spacing: voxel spacing of the arrays used.
+        boxes: for fine training, predicted boxes {checkpoint: {case: {target: box|None}}} at the
+            model grid; one checkpoint is drawn per sample (ground truth when empty or missing).
+    """
+
+    def __init__(self, cache, entries: list[dict], target: FineTarget | None, cfg: dict, spacing, length: int,
+                 seed: int, boxes: dict | None = None, augment: bool = True):
+        self.cache, self.entries, self.target, self.cfg = cache, entries, target, cfg
+        self.length, self.seed, self.epoch = int(length), int(seed), 0
+        self.boxes = boxes or {}
+        self.augmenter = Augmenter(cfg.get("augmentation", {}), spacing) if augment else None
+        if target is not None:
+            margin = cfg.get("margin", "table")
+            self.margin = target.margin if margin == "table" else int(margin)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def localisation(self, entry: dict, rng: np.random.Generator) -> list[int] | None:
+        """The box the crop is built from: one coarse checkpoint's prediction drawn at random, or
+        the ground-truth box when there are none (or the drawn one missed the target)."""
+        assert self.target is not None
+        gt = entry["boxes"].get(self.target.key)
+        if self.boxes:
+            names = sorted(self.boxes)
+            predicted = self.boxes[names[int(rng.integers(len(names)))]].get(entry["case"], {}).get(self.target.key)
+            if predicted:
+                return list(predicted)
+        return list(gt) if gt else None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = sample_seed(self.seed, self.epoch, index)
+        rng = np.random.default_rng(seed)
+        entry = self.entries[index % len(self.entries)]
+        if self.target is None:
+            image, label = load_case(self.cache, entry, coarse=True)
+            patch = self.cfg.get("patch_size")
+            if patch:
+                box = limit_box([0, 0, 0, *label.shape], list(patch), rng)
+                image, label = image[(slice(None), *box_slices(box))], label[box_slices(box)]
+        else:
+            image, label = load_case(self.cache, entry)
+            box = self.localisation(entry, rng)
+            if box is None:  # target absent from this case: a random window (all background)
+                c = [int(rng.integers(0, s)) for s in label.shape]
+                box = c + [x + 1 for x in c]
+            jitter = int(self.cfg.get("box_jitter", 0))
+            if jitter:
+                shift = rng.integers(-jitter, jitter + 1, size=3)
+                box = [int(b + shift[a % 3]) for a, b in enumerate(box)]
+            box = expand_box(box, self.margin, label.shape)
+            box = limit_box(box, self.cfg.get("max_crop"), rng)
+            sl = box_slices(box)
+            image = image[(slice(None), *sl)]
+            label = (label[sl] == self.target.coarse_index).astype(np.uint8)
+        if self.augmenter is not None:
+            image, label = self.augmenter(image, label, seed)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+class PadCollate:
+    """Batch samples of different sizes: pad each (image with 0, label with background) to the batch's
+    largest size rounded up to the network's required multiple."""
+
+    def __init__(self, multiple: tuple[int, int, int]):
+        self.multiple = tuple(int(m) for m in multiple)
+
+    def __call__(self, batch):
+        sizes = np.array([b[1].shape for b in batch])
+        target = [int(-(-s // m) * m) for s, m in zip(sizes.max(0), self.multiple)]
+        images, labels = [], []
+        for image, label in batch:
+            pads = []
+            for s, t in zip(reversed(label.shape), reversed(target)):
+                before = (t - s) // 2
+                pads += [before, t - s - before]
+            images.append(torch.nn.functional.pad(image, pads))
+            labels.append(torch.nn.functional.pad(label, pads))
+        return torch.stack(images), torch.stack(labels)[:, None]

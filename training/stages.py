@@ -1,0 +1,73 @@
+"""The training stages as functions: coarse, coarse-checkpoint boxes, fine (per target)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from brainbarriers.structures import FINE_TARGETS, FineTarget
+
+from .config import stage_config
+from .engine import dist_info, train
+from .prepare import load_index
+
+BOXES = "coarse_boxes.json"
+
+
+def select_entries(index: dict, cases: list[str] | None) -> list[dict]:
+    entries = index["cases"]
+    if cases:
+        wanted = set(cases)
+        missing = wanted - {e["case"] for e in entries}
+        if missing:
+            raise ValueError(f"cases not in the prepared data: {sorted(missing)}")
+        entries = [e for e in entries if e["case"] in wanted]
+    if not entries:
+        raise ValueError("no prepared cases to train on")
+    return entries
+
+
+def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:
+    return sorted({min(epochs, max(1, round(f * epochs))) for f in fractions})
+
+
+def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | None = None, resume: bool = True) -> dict:
+    """Train the coarse network into workdir/coarse; afterwards predict the boxes of every training
+    case with the checkpoints saved at the ``box_checkpoints`` fractions of training (paper: 1/3,
+    2/3, end) into workdir/coarse/coarse_boxes.json for the fine stage."""
+    index = load_index(cache)
+    entries = select_entries(index, cases)
+    cfg = stage_config(config, "coarse")
+    out = Path(workdir) / "coarse"
+    milestones = milestone_epochs(cfg.get("box_checkpoints", []), int(cfg["epochs"]))
+    summary = train(config, cfg, Path(cache), entries, out, None, spacing=index["coarse_spacing"],
+                    milestones=milestones, resume=resume)
+    rank, _, _ = dist_info()
+    if rank == 0 and milestones:
+        from .infer import predict_boxes
+
+        checkpoints = {f"epoch_{m:04d}": out / f"epoch_{m:04d}.safetensors" for m in milestones}
+        boxes = predict_boxes(Path(cache), index, entries, checkpoints, out)
+        (out / BOXES).write_text(json.dumps(boxes))
+        summary["box_checkpoints"] = sorted(checkpoints)
+    return summary
+
+
+def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarget, ...] = FINE_TARGETS,
+               cases: list[str] | None = None, resume: bool = True) -> dict:
+    """Train one fine network per target into workdir/fine/<key>. Localisation comes from the coarse
+    checkpoints' boxes (workdir/coarse/coarse_boxes.json) when present and the recipe asks for
+    them, else from the ground-truth boxes."""
+    index = load_index(cache)
+    entries = select_entries(index, cases)
+    cfg = stage_config(config, "fine")
+    boxes = None
+    box_file = Path(workdir) / "coarse" / BOXES
+    if cfg.get("box_source", "coarse_checkpoints") == "coarse_checkpoints" and box_file.is_file():
+        boxes = json.loads(box_file.read_text())
+    summaries = {}
+    for t in targets:
+        summaries[t.key] = train(config, cfg, Path(cache), entries, Path(workdir) / "fine" / t.key, t, boxes=boxes,
+                                 spacing=index["spacing"], resume=resume)
+        summaries[t.key]["box_source"] = "coarse checkpoints" if boxes else "ground truth"
+    return summaries
