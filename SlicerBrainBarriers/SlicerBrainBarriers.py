@@ -145,7 +145,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             model=self.ui.modelComboBox.currentData or models.DEFAULT_MODEL,
             device=self.ui.deviceComboBox.currentData or "auto",
             structures=[it.data(qt.Qt.UserRole) for it in items if it.checkState() == qt.Qt.Checked],
-            quality=self.ui.qualityComboBox.currentData or "full",
+            quality=self.ui.qualityComboBox.currentData or "fast",
             target=self.ui.outputSegmentationSelector.currentNode(),
         )
 
@@ -159,6 +159,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
             self.ui.logTextEdit.clear()
+            status = dependencies.check()
+            if not status.ok:
+                raise RuntimeError(status.line())
             params = self._parameters()
             index = self.ui.modelComboBox.currentIndex
             entry = self.modelEntries[index] if 0 <= index < len(self.modelEntries) else None
@@ -201,6 +204,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self.run.state == "running":
             return
         run, self.run = self.run, None
+        self.timer.stop()  # the import may ask questions in modal dialogs: no re-entry meanwhile
         try:
             summary = self.logic.finish(run, ask=self._askAboutEditedSegment)
             self.ui.outputSegmentationSelector.setCurrentNode(summary.node)

@@ -57,7 +57,6 @@ def make_case(folder: Path) -> dict[str, Path]:
 
 def write_paper_bundle(folder: Path, coarse_spacing: float, max_crop: int) -> Path:
     import torch
-
     from brainbarriers.bundles import write_bundle
     from brainbarriers.networks import build
     from brainbarriers.structures import COARSE_CHANNELS, FINE_TARGETS
@@ -106,7 +105,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from brainbarriers.bundles import load_bundle
     from brainbarriers.cases import run_case
     from brainbarriers.pipeline import Segmenter, SegmentOptions

@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torchio as tio
-from torch.utils.data import Dataset
-
 from brainbarriers.preprocessing import array_axis
 from brainbarriers.structures import FineTarget
+from torch.utils.data import Dataset
 
 from .prepare import load_case
 
@@ -47,6 +46,35 @@ def limit_box(box: list[int], max_size: list[int] | None, rng: np.random.Generat
             out[a] = box[a] + off
             out[n + a] = out[a] + max_size[a]
     return out
+
+
+def fixed_window(box: list[int], patch: list[int], rng: np.random.Generator | None) -> list[int]:
+    """A window of exactly ``patch`` voxels around ``box``: centred on it, shifted at random (training)
+    as far as the box stays inside; a random part of the box when the box is larger. May extend
+    beyond the volume (``crop_padded`` pads)."""
+    n = len(box) // 2
+    lo = []
+    for a in range(n):
+        size = box[n + a] - box[a]
+        slack = int(patch[a]) - size
+        if slack >= 0:
+            off = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+            lo.append(box[a] - off)
+        else:
+            off = int(rng.integers(0, -slack + 1)) if rng is not None else (-slack) // 2
+            lo.append(box[a] + off)
+    return lo + [lo[a] + int(patch[a]) for a in range(n)]
+
+
+def crop_padded(array: np.ndarray, box: list[int], value: float = 0.0) -> np.ndarray:
+    """array[..., box] over the last len(box)//2 axes, padded with ``value`` outside the array."""
+    n = len(box) // 2
+    shape = array.shape[-n:]
+    lo = [max(0, box[a]) for a in range(n)]
+    hi = [min(shape[a], box[n + a]) for a in range(n)]
+    part = array[(Ellipsis, *(slice(lo[a], hi[a]) for a in range(n)))]
+    pads = [(0, 0)] * (array.ndim - n) + [(lo[a] - box[a], box[n + a] - hi[a]) for a in range(n)]
+    return np.pad(part, pads, constant_values=value) if any(p != (0, 0) for p in pads) else part
 
 
 def box_slices(box: list[int]) -> tuple[slice, ...]:
@@ -172,6 +200,8 @@ class TrainingSet(Dataset):
         if self.target is None:
             image, label = load_case(self.cache, entry, coarse=True)
             patch = self.cfg.get("patch_size")
+            if isinstance(patch, dict):
+                patch = patch.get(self.target.key, patch.get("default"))
             if patch:
                 box = limit_box([0, 0, 0, *label.shape], list(patch), rng)
                 image, label = image[(slice(None), *box_slices(box))], label[box_slices(box)]
@@ -186,10 +216,15 @@ class TrainingSet(Dataset):
                 shift = rng.integers(-jitter, jitter + 1, size=3)
                 box = [int(b + shift[a % 3]) for a, b in enumerate(box)]
             box = expand_box(box, self.margin, label.shape)
-            box = limit_box(box, self.cfg.get("max_crop"), rng)
-            sl = box_slices(box)
-            image = image[(slice(None), *sl)]
-            label = (label[sl] == self.target.coarse_index).astype(np.uint8)
+            patch = self.cfg.get("patch_size")
+            if isinstance(patch, dict):
+                patch = patch.get(self.target.key, patch.get("default"))
+            if patch:  # fixed-size windows: constant shapes run faster (kernel caches) and batch simply
+                box = fixed_window(box, list(patch), rng)
+            else:
+                box = limit_box(box, self.cfg.get("max_crop"), rng)
+            image = crop_padded(image, box)
+            label = (crop_padded(label, box) == self.target.coarse_index).astype(np.uint8)
         if self.augmenter is not None:
             image, label = self.augmenter(image, label, seed)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label)).long()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
 from brainbarriers.structures import OUTPUT_LABELS
 
 from .metrics import all_metrics

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
-
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from brainbarriers.networks.padding import predict_padded
 from brainbarriers.structures import FINE_TARGETS, FineTarget
+from scipy import ndimage
 
 from .data import box_slices, expand_box, limit_box, scale_box
 from .engine import FINAL, SPEC, build_network, load_weights

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
 from brainbarriers.preprocessing import normalise, resample_to_spacing
 from brainbarriers.structures import FINE_TARGETS, MODALITIES
 

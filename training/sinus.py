@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from brainbarriers.preprocessing import array_axis
 
 SINUS_LABEL = 3

@@ -22,7 +22,7 @@ def device_choices(torch_module=None) -> list[DeviceChoice]:
     if torch is None:
         try:
             import torch  # noqa: F811
-        except ImportError:
+        except Exception:  # missing, or a broken install (DLL/CUDA load errors): CPU and Auto remain
             torch = None
     cuda_label, cuda_ok = "CUDA (no NVIDIA GPU found)", False
     mps_ok = False

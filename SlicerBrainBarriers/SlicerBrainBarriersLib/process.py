@@ -7,6 +7,7 @@ from a ``qt.QTimer``. Reading happens on threads so a chatty child can never blo
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,7 +77,8 @@ class PipelineProcess:
         self._stderr_tail: deque[str] = deque(maxlen=20)
         kwargs: dict = {}
         if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            # own group for taskkill /T; no console window popping up from inside Slicer
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
         else:
             # Own process group, so cancel can end the whole tree (DataLoader workers etc.).
             kwargs["start_new_session"] = True
@@ -98,6 +101,7 @@ class PipelineProcess:
         ]
         for t in self._readers:
             t.start()
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -195,6 +199,17 @@ class PipelineProcess:
             self._proc.wait()
         for t in self._readers:
             t.join(timeout=2)
+
+
+#: Started processes; the ones still running are ended when this interpreter (Slicer) exits.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _end_live_processes() -> None:
+    for proc in list(_LIVE):
+        if proc.returncode is None:
+            proc.cancel(grace=1.0)
 
 
 def _signal_group(pid: int, sig: int) -> None:

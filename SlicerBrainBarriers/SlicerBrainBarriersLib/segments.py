@@ -252,6 +252,11 @@ def place_in_study(scene, node, reference_node) -> None:
 
 
 def _replace_segment(segmentation, segment_id: str, segment) -> None:
+    """New voxels, same place in the list; the user's name, colour and terminology stay."""
+    old = segmentation.GetSegment(segment_id)
+    segment.SetName(old.GetName())
+    segment.SetColor(*old.GetColor())
+    segment.SetTerminology(old.GetTerminology())
     ids = list(segmentation.GetSegmentIDs())
     following = ids[ids.index(segment_id) + 1] if ids.index(segment_id) + 1 < len(ids) else ""
     segmentation.RemoveSegment(segment_id)

@@ -133,16 +133,29 @@ def box_world(box: Box, grid: sitk.Image) -> dict:
 # --- alignment -------------------------------------------------------------------------------------
 
 
-def foreground_mask(array: np.ndarray) -> np.ndarray:
-    """Head/foreground mask by Otsu's threshold (works for CT in HU and for MR magnitudes)."""
+def foreground_mask(array: np.ndarray, modality: str = "") -> np.ndarray:
+    """Head/foreground mask: CT above -500 HU (air excluded, tissue and bone kept), else Otsu's threshold."""
+    if modality == "ct":
+        return array > -500
     img = sitk.GetImageFromArray(array.astype(np.float32))
     mask = sitk.OtsuThreshold(img, 0, 1, 128)
     return sitk.GetArrayFromImage(mask).astype(bool)
 
 
-def alignment(a: np.ndarray, b: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
-    """(Dice of the foreground masks, centroid distance in mm) of two arrays on one grid."""
-    ma, mb = foreground_mask(a), foreground_mask(b)
+def alignment(
+    a: np.ndarray,
+    b: np.ndarray,
+    spacing: tuple[float, float, float],
+    modalities: tuple[str, str] = ("", ""),
+    valid: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """(Dice of the foreground masks, centroid distance in mm) of two arrays on one grid.
+
+    ``valid`` restricts both masks to where both images have data (different fields of view).
+    """
+    ma, mb = foreground_mask(a, modalities[0]), foreground_mask(b, modalities[1])
+    if valid is not None:
+        ma, mb = ma & valid, mb & valid
     total = ma.sum() + mb.sum()
     dice = float(2 * np.logical_and(ma, mb).sum() / total) if total else 0.0
     if not ma.any() or not mb.any():
@@ -150,6 +163,13 @@ def alignment(a: np.ndarray, b: np.ndarray, spacing: tuple[float, float, float])
     ca = np.array(np.nonzero(ma)).mean(1)[::-1] * np.array(spacing)
     cb = np.array(np.nonzero(mb)).mean(1)[::-1] * np.array(spacing)
     return dice, float(np.linalg.norm(ca - cb))
+
+
+def coverage(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform | None = None) -> np.ndarray:
+    """Boolean (K, J, I) array of the ``grid`` voxels that ``image`` covers."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    return sitk.GetArrayFromImage(resample_onto(ones, grid, sitk.sitkNearestNeighbor, 0, transform)).astype(bool)
 
 
 def check_overlap(image: sitk.Image, reference: sitk.Image, label: str, minimum: float = 0.2) -> None:

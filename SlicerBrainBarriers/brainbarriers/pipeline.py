@@ -110,13 +110,21 @@ def resample_inputs(
     }
 
 
-def check_alignment(arrays: dict[str, np.ndarray], reference: str, spacing: tuple[float, float, float]) -> dict:
-    """Foreground Dice and centroid distance of each input against the reference; InputError if misaligned."""
+def check_alignment(
+    arrays: dict[str, np.ndarray],
+    reference: str,
+    spacing: tuple[float, float, float],
+    valid: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Foreground Dice and centroid distance of each input against the reference; InputError if misaligned.
+
+    ``valid[m]``: where input ``m`` has data on the grid (the comparison is restricted to it).
+    """
     stats = {}
     for m, a in arrays.items():
         if m == reference:
             continue
-        dice, dist = geometry.alignment(arrays[reference], a, spacing)
+        dice, dist = geometry.alignment(arrays[reference], a, spacing, (reference, m), (valid or {}).get(m))
         stats[m] = {"foreground_dice": round(dice, 3), "centroid_mm": round(dist, 1)}
         if dice < MIN_ALIGNMENT_DICE or dist > MAX_CENTROID_MM:
             raise InputError(
@@ -293,10 +301,14 @@ class Segmenter:
             self.progress("prepare", 0.07, "co-registering MR to the reference (rigid, mutual information)")
             transforms = registration_transforms(images, reference_key)
             timings["register"] = time.perf_counter() - tick
-            notes += [f"{m} registered rigidly to {reference_key}: {list(np.round(t.GetParameters(), 3))}"
+            notes += [f"{m} registered rigidly to {reference_key}: {[round(float(v), 3) for v in t.GetParameters()]}"
                       for m, t in transforms.items()]
         if opts.check_alignment and len(images) > 1:
-            check_alignment(resample_inputs(images, coarse_grid, transforms), reference_key, coarse_grid.GetSpacing())
+            valid = {m: geometry.coverage(img, coarse_grid, (transforms or {}).get(m)) for m, img in images.items()}
+            stats = check_alignment(resample_inputs(images, coarse_grid, transforms), reference_key,
+                                    coarse_grid.GetSpacing(), valid)
+            notes += [f"{m} vs {reference_key}: head overlap Dice {s['foreground_dice']}, centroids {s['centroid_mm']} mm apart"
+                      for m, s in stats.items()]
         arrays = resample_inputs(images, grid, transforms)
         channels = stack_channels(arrays, self.bundle.modalities,
                                   {m: self.bundle.normalisation(m) for m in self.bundle.modalities})

@@ -3,11 +3,10 @@ receptive field per axis."""
 
 import pytest
 import torch
-from torch import nn
-
 from brainbarriers.networks import build
 from brainbarriers.networks.blocks import BFC
 from brainbarriers.networks.padding import pad_to_multiple, predict_padded
+from torch import nn
 
 SMALL = {"hr_width": 2, "mr_widths": (4, 4, 8, 8)}
 
@@ -136,7 +135,7 @@ def _convolutional_only(net: nn.Module) -> nn.Module:
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, a=0.01, nonlinearity="leaky_relu")
             nn.init.zeros_(m.bias)
-    for name, mod in list(net.named_modules()):
+    for mod in list(net.modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, nn.InstanceNorm3d):
                 setattr(mod, child_name, nn.Identity())

@@ -116,12 +116,16 @@ def test_cancel_leaves_scene_unchanged(tmp_path, tiny_bundle):
     logic = BrainBarriersLogic(scene)
     run = logic.start(SegmentParameters(inputs={"ct": ct, "t1": t1}, model=str(tiny_bundle), device="cpu", target=target))
     assert run.workdir.is_dir()
-    deadline = time.monotonic() + 60
-    while run.process.last_progress is None and time.monotonic() < deadline:
-        run.process.poll()
+    deadline = time.monotonic() + 120
+    log = []
+    while run.process.last_progress is None and run.state == "running" and time.monotonic() < deadline:
+        log += run.process.poll()
         time.sleep(0.05)
-    assert run.state == "running" and run.process.last_progress is not None  # really mid-run
-    logic.cancel(run)
+    try:
+        # really mid-run
+        assert run.state == "running" and run.process.last_progress is not None, (run.state, log)
+    finally:
+        logic.cancel(run)
     assert run.state == "cancelled"
     assert run.process.returncode is not None
     assert not run.workdir.exists()

@@ -165,6 +165,21 @@ def test_rerun_keeps_edited_segment(imported, tmp_path):
     assert segments.is_unedited(node, falx.segment_id)
 
 
+def test_rerun_keeps_a_renamed_segments_name_and_colour(imported, tmp_path):
+    scene, _, _, ct, node, _, _ = imported
+    falx = output_label("falx")
+    seg = node.GetSegmentation().GetSegment(falx.segment_id)
+    seg.SetName("falx (checked by Dr X)")
+    seg.SetColor(0.1, 0.2, 0.3)
+    new = write_result(tmp_path / "out2", shift=1)
+    summary = segments.import_labels(scene, scene_io.read_label_map(new["labels"]), [falx], ct, target_node=node)
+    assert summary.replaced == [falx.segment_id]  # voxels untouched by the user: new result goes in
+    seg = node.GetSegmentation().GetSegment(falx.segment_id)
+    assert seg.GetName() == "falx (checked by Dr X)"
+    assert np.allclose(seg.GetColor(), (0.1, 0.2, 0.3))
+    assert _count(node, falx.segment_id) == int((label_array(shift=1) == falx.value).sum())
+
+
 @pytest.mark.parametrize("answer", [segments.REPLACE, segments.ADD_COPY])
 def test_rerun_edited_segment_only_changes_when_user_says(imported, tmp_path, answer):
     scene, _, _, ct, node, outputs, _ = imported

@@ -16,9 +16,9 @@ if str(HERE) not in sys.path:
 from phantom import write_case  # noqa: E402
 from tiny_bundle import write_tiny_bundle  # noqa: E402
 
-#: Coarse test grids keep the tiny networks fast: model 3 mm, coarse 6 mm.
-TEST_SPACING = (3.0, 3.0, 3.0)
-TEST_COARSE = (6.0, 6.0, 6.0)
+#: Coarse test grids keep the tiny networks fast: model 4 mm, coarse 8 mm.
+TEST_SPACING = (4.0, 4.0, 4.0)
+TEST_COARSE = (8.0, 8.0, 8.0)
 CASE_GRID = {"size": (48, 56, 46), "spacing": (2.5, 2.5, 2.5)}
 
 

@@ -8,9 +8,6 @@ import zipfile
 
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
-from tiny_bundle import tiny_manifest, write_tiny_bundle
-
 from brainbarriers.bundles import (
     cache_dir,
     import_bundle,
@@ -22,6 +19,8 @@ from brainbarriers.bundles import (
 )
 from brainbarriers.errors import BundleError, InputError
 from brainbarriers.networks import build
+from conftest import assert_one_line_error, run_cli
+from tiny_bundle import tiny_manifest, write_tiny_bundle
 
 
 def test_round_trip_loads_the_same_weights(tmp_path):

@@ -10,11 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
-from tiny_bundle import write_tiny_bundle
-
 from brainbarriers.bundles import download_file, load_bundle
 from brainbarriers.errors import DownloadError
+from conftest import assert_one_line_error, run_cli
+from tiny_bundle import write_tiny_bundle
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from phantom import OBJECT_CENTRE, make_image, object_mask_like, rotation
-
 from brainbarriers import geometry
 from brainbarriers.bundles import load_bundle
 from brainbarriers.pipeline import (
@@ -24,10 +22,11 @@ from brainbarriers.pipeline import (
 )
 from brainbarriers.preprocessing import array_axis
 from brainbarriers.structures import fine_target
+from phantom import OBJECT_CENTRE, make_image, object_mask_like, rotation
 
 OBLIQUE = tuple((np.array(rotation(2, 25)).reshape(3, 3) @ np.array(rotation(0, 12)).reshape(3, 3)).ravel())
 FLIPPED = (-1, 0, 0, 0, 1, 0, 0, 0, -1)
-PERMUTED = (0, 0, 1, 1, 0, 0, 0, 1, 0)  # sagittal-like acquisition: i->P? columns are image axes
+PERMUTED = (0, 0, 1, 1, 0, 0, 0, 1, 0)  # axes permuted: image i runs along y (AP), k along x (LR)
 GRIDS = {
     "identity": dict(size=(48, 56, 46), spacing=(2.5, 2.5, 2.5)),
     "oblique": dict(size=(52, 60, 50), spacing=(2.4, 2.4, 2.4), direction=OBLIQUE),
@@ -106,7 +105,7 @@ def test_map_box_covers_the_same_world_region():
 def test_inter_slice_axis_follows_direction():
     assert array_axis((1, 0, 0, 0, 1, 0, 0, 0, 1), fine_target("falx").slice_axis) == 2
     assert array_axis((1, 0, 0, 0, 1, 0, 0, 0, 1), fine_target("transverse_sinus").slice_axis) == 0
-    assert array_axis(PERMUTED, "LR") == 1  # LR is the j axis of the permuted grid -> array axis 1
+    assert array_axis(PERMUTED, "LR") == 0  # world x comes from image axis k here -> array axis 0
 
 
 class _ThresholdNet(torch.nn.Module):

@@ -128,7 +128,9 @@ class BFC(nn.Module):
         self.out_h = c_h if post_conv else c_h + c_m
         self.out_m = c_m if post_conv else c_m + c_h
 
-    def forward(self, f_h: torch.Tensor, f_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, f_h: torch.Tensor, f_m: torch.Tensor, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if fast and self.post_conv:
+            return self._forward_fast(f_h, f_m)
         up_m = resize_to(f_m, f_h.shape[2:])
         down_h = downsample_to(f_h, f_m.shape[2:])
         h = torch.sigmoid(self.att_h(up_m)) * torch.cat([f_h, up_m], 1)
@@ -137,3 +139,52 @@ class BFC(nn.Module):
             h = self.post_h(h)
             m = self.post_m(m)
         return h, m
+
+    def _forward_fast(self, f_h: torch.Tensor, f_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same result as the plain path without materialising up(F_m) at full width.
+
+        Exact rewrites: conv1x1(up(F_m)) = up(conv1x1(F_m)) (both linear, interpolation weights
+        sum to one), so alpha_h is computed at F_m's resolution and only the one-channel map is
+        up-sampled; and the first conv of post_h over the concat is the sum of convs over its parts,
+        so up(F_m) is produced and consumed a few channels at a time.
+        """
+        size = f_h.shape[2:]
+        down_h = downsample_to(f_h, f_m.shape[2:])
+        alpha_m = torch.sigmoid(self.att_m(down_h))
+        m = self.post_m(alpha_m * torch.cat([f_m, down_h], 1))
+        del down_h, alpha_m
+        alpha_h = torch.sigmoid(resize_to(self.att_h(f_m), size))
+        h = run_block_on_concat(self.post_h, f_h, f_m, size, alpha=alpha_h)
+        return h, m
+
+
+def conv_over_concat(conv: nn.Conv3d, full: torch.Tensor, low: torch.Tensor, size, alpha: torch.Tensor | None = None,
+                     low_first: bool = False, chunk: int = 16) -> torch.Tensor:
+    """conv(alpha * cat([full, up(low)])) (or cat([up(low), full]) when ``low_first``), computed as a sum
+    of convolutions over the parts, up-sampling ``low`` ``chunk`` channels at a time."""
+    w = conv.weight
+    c_full, c_low = full.shape[1], low.shape[1]
+    w_full = w[:, c_low:] if low_first else w[:, :c_full]
+    off = 0 if low_first else c_full
+    x = full if alpha is None else full * alpha
+    out = F.conv3d(x, w_full, conv.bias, conv.stride, conv.padding)
+    del x
+    for s in range(0, c_low, chunk):
+        part = resize_to(low[:, s:s + chunk], size)
+        if alpha is not None:
+            part = part * alpha
+        out += F.conv3d(part, w[:, off + s:off + s + part.shape[1]], None, conv.stride, conv.padding)
+        del part
+    return out
+
+
+def run_block_on_concat(block: ConvBlock, full: torch.Tensor, low: torch.Tensor, size,
+                        alpha: torch.Tensor | None = None, low_first: bool = False) -> torch.Tensor:
+    """``block(alpha * cat([full, up(low)]))`` without materialising the concat (see conv_over_concat)."""
+    first = block[0]
+    unit = first[0] if isinstance(first, SeparableUnit) else first  # the ConvUnit that sees the input
+    x = conv_over_concat(unit[0], full, low, size, alpha, low_first)
+    x = unit[2](unit[1](x))
+    if isinstance(first, SeparableUnit):
+        x = first[2](first[1](x))
+    return block[1](x)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import BFC, ConvBlock, resize_to
+from .blocks import BFC, ConvBlock, resize_to, run_block_on_concat
 
 
 class HMRNet(nn.Module):
@@ -99,8 +99,12 @@ class HMRNet(nn.Module):
             [nn.Conv3d(c, out_channels, 1) for c in (lvl2, lvl4, bottleneck)]
         )  # order: 1/2, 1/4, 1/8
         self.pool_layers = nn.ModuleList([nn.MaxPool3d(p, p) for p in self.pools])
+        #: Use the memory-lean, exactly equivalent forward when no gradients are needed.
+        self.fast_inference = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.fast_inference and not torch.is_grad_enabled() and not self.training:
+            return self._forward_fast(x)
         h, m = x, x
         skips: list[torch.Tensor] = []
         ds: list[torch.Tensor] = []
@@ -121,4 +125,28 @@ class HMRNet(nn.Module):
         out = self.head(torch.cat([h, m], 1))
         if self.training and self.deep_supervision:
             return [out, self.ds_heads[0](ds[2]), self.ds_heads[1](ds[1]), self.ds_heads[2](ds[0])]
+        return out
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval forward, same weights and result as ``forward``; up-sampled MR features are never
+        materialised at full width (see blocks.BFC._forward_fast) and intermediates are freed early."""
+        h, m = x, x
+        skips: list[torch.Tensor] = []
+        for k in range(7):
+            if 1 <= k <= 3:
+                m = self.pool_layers[k - 1](m)
+                m = self.mr_blocks[k](m)
+            elif k >= 4:
+                skip = skips[6 - k]
+                m = run_block_on_concat(self.mr_blocks[k], skip, m, skip.shape[2:], low_first=True)
+                del skip
+                skips[6 - k] = None  # type: ignore[call-overload]
+            else:
+                m = self.mr_blocks[k](m)
+            h = self.hr_blocks[k](h)
+            if k >= 1:
+                h, m = self.bfcs[k - 1](h, m, fast=True)
+            if k < 3:
+                skips.append(m)
+        out = self.head(torch.cat([h, m], 1))
         return out

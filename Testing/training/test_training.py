@@ -1,0 +1,171 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import REPO, run_training_cli, tiny_config, write_config
+from brainbarriers.structures import fine_target
+from training.data import TrainingSet
+from training.engine import load_checkpoint, load_weights, network_spec, read_log
+from training.stages import train_coarse, train_fine
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_loss_decreases_and_fine_uses_coarse_checkpoints(prepared, tmp_path):
+    _, cache, _ = prepared
+    cfg = tiny_config(train={"epochs": 6, "iterations_per_epoch": 4, "checkpoint_every_steps": 0,
+                             "optimizer": {"name": "adamw", "lr": 0.02}})
+    summary = train_coarse(cfg, cache, tmp_path)
+    losses = summary["epoch_losses"]
+    print("coarse epoch losses", [round(v, 3) for v in losses])
+    assert losses[-1] < 0.85 * losses[0]
+    coarse = tmp_path / "coarse"
+    assert sorted(p.name for p in coarse.glob("epoch_*.safetensors")) == [
+        "epoch_0002.safetensors", "epoch_0004.safetensors", "epoch_0006.safetensors"]
+    boxes = json.loads((coarse / "coarse_boxes.json").read_text())
+    assert sorted(boxes) == ["epoch_0002", "epoch_0004", "epoch_0006"]
+
+    cfg_f = tiny_config(train={"epochs": 1, "iterations_per_epoch": 2, "checkpoint_every_steps": 0})
+    fine = train_fine(cfg_f, cache, tmp_path, (fine_target("falx"),))
+    assert fine["falx"]["box_source"] == "coarse checkpoints"
+    spec = json.loads((tmp_path / "fine" / "falx" / "network.json").read_text())
+    assert spec["architecture"] == "hmrnet-s" and spec["options"]["inter_slice_axis"] == 2  # LR on the LPS grid
+    assert (tmp_path / "fine" / "falx" / "final.safetensors").is_file()
+
+
+def test_fine_samples_draw_boxes_from_coarse_checkpoints(prepared):
+    _, cache, index = prepared
+    entries = index["cases"]
+    t = fine_target("cerebellum")
+    cfg = tiny_config()["train"] | {"margin": 0, "augmentation": {}}
+    fake = {"a": {e["case"]: {t.key: [0, 0, 0, 8, 9, 10]} for e in entries},
+            "b": {e["case"]: {t.key: None} for e in entries}}
+    ds = TrainingSet(cache, entries, t, cfg, index["spacing"], 40, seed=1, boxes=fake, augment=False)
+    shapes = {tuple(ds[i][0].shape[1:]) for i in range(len(ds))}
+    gt = entries[0]["boxes"][t.key]
+    assert (8, 9, 10) in shapes  # drawn from checkpoint "a"
+    assert len(shapes) > 1  # ground truth when checkpoint "b" missed the target
+    ds_gt = TrainingSet(cache, entries[:1], t, cfg, index["spacing"], 1, seed=1, augment=False)
+    x, y = ds_gt[0]
+    assert tuple(x.shape[1:]) == tuple(gt[3 + a] - gt[a] for a in range(3)) and int(y.sum()) > 0
+
+
+def test_modality_dropout_zeroes_channels(prepared):
+    _, cache, index = prepared
+    cfg = tiny_config()["train"]
+    cfg["augmentation"] = {"modality_dropout_probability": 1.0}
+    ds = TrainingSet(cache, index["cases"], None, cfg, index["coarse_spacing"], 12, seed=0)
+    for i in range(12):
+        x, _ = ds[i]
+        zero = [bool((x[c] == 0).all()) for c in range(3)]
+        assert 1 <= sum(zero) <= 2
+
+
+def test_augmentation_is_seeded(prepared):
+    _, cache, index = prepared
+    cfg = tiny_config()["train"]
+    cfg["augmentation"] |= {"affine_probability": 1.0, "elastic_probability": 1.0, "gamma_probability": 1.0}
+    a = TrainingSet(cache, index["cases"], fine_target("tentorium"), tiny_config()["fine"] | cfg, index["spacing"], 3, 5)
+    b = TrainingSet(cache, index["cases"], fine_target("tentorium"), tiny_config()["fine"] | cfg, index["spacing"], 3, 5)
+    for i in range(3):
+        torch.testing.assert_close(a[i][0], b[i][0])
+        assert torch.equal(a[i][1], b[i][1])
+    a.set_epoch(1)
+    assert not torch.equal(a[0][0], b[0][0])
+
+
+def _resume_config(tmp_path):
+    cfg = tiny_config(train={"epochs": 3, "iterations_per_epoch": 8, "batch_size": 2, "checkpoint_every_steps": 1})
+    cfg["train"]["augmentation"] |= {"affine_probability": 0.5, "gamma_probability": 0.5}
+    return write_config(cfg, tmp_path / "resume.json")
+
+
+def test_killed_run_resumes_at_the_same_step_with_the_same_state(prepared, tmp_path):
+    _, cache, _ = prepared
+    config = _resume_config(tmp_path)
+    args = ["train-coarse", "--config", str(config), "--cache", str(cache), "--threads", "1"]
+    ref = run_training_cli(args + ["--workdir", str(tmp_path / "ref")], timeout=600)
+    assert ref.returncode == 0, ref.stderr
+
+    work = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "training", *args, "--workdir", str(work)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = work / "coarse" / "checkpoint.pt"
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file():
+            state = load_checkpoint(ckpt)
+            if state["global_step"] >= 5:  # mid-run (epoch 0 or 1), after some checkpoints
+                proc.send_signal(signal.SIGKILL)
+                killed_at = state["global_step"]
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = load_checkpoint(ckpt)  # whatever was written last is complete (atomic writes)
+    assert state["global_step"] >= killed_at
+    assert state["global_step"] < 24
+
+    resumed = run_training_cli(args + ["--workdir", str(work)], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(global step {state['global_step']})" in resumed.stdout
+    assert f"epoch {state['epoch']} step {state['step']}" in resumed.stdout
+
+    a = load_weights(tmp_path / "ref" / "coarse" / "final.safetensors")
+    b = load_weights(work / "coarse" / "final.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    la, lb = read_log(tmp_path / "ref" / "coarse"), read_log(work / "coarse")
+    assert [r["global_step"] for r in lb] == list(range(1, 25))
+    np.testing.assert_allclose([r["loss"] for r in la], [r["loss"] for r in lb], rtol=0, atol=1e-6)
+    assert not list((work / "coarse").glob("*.tmp*"))
+
+
+def test_ddp_two_processes_gloo_matches_single_process(prepared, tmp_path):
+    _, cache, _ = prepared
+    cfg = tiny_config(train={"epochs": 2, "iterations_per_epoch": 4, "batch_size": 2, "checkpoint_every_steps": 0})
+    cfg["train"]["augmentation"] = {}  # compare the optimisation itself
+    config = write_config(cfg, tmp_path / "ddp.json")
+    common = ["train-coarse", "--config", str(config), "--cache", str(cache), "--threads", "1"]
+    single = run_training_cli(common + ["--workdir", str(tmp_path / "single")], timeout=600)
+    assert single.returncode == 0, single.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+                          "-m", "training", *common, "--workdir", str(tmp_path / "ddp")], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    ls, ld = read_log(tmp_path / "single" / "coarse"), read_log(tmp_path / "ddp" / "coarse")
+    assert len(ls) == len(ld) == 8
+    # same samples, same initial weights; the losses differ only in batch Dice vs. the mean over
+    # two per-process Dice terms
+    print("single", [round(r["loss"], 4) for r in ls])
+    print("ddp   ", [round(r["loss"], 4) for r in ld])
+    np.testing.assert_allclose([r["loss"] for r in ld], [r["loss"] for r in ls], rtol=0.05)
+    a = load_weights(tmp_path / "single" / "coarse" / "final.safetensors")
+    b = load_weights(tmp_path / "ddp" / "coarse" / "final.safetensors")
+    rel = max(float((a[k] - b[k]).norm() / (a[k].norm() + 1e-8)) for k in a if a[k].is_floating_point())
+    assert rel < 0.2, rel
+
+
+def test_network_spec_inter_slice_axis_follows_direction():
+    cfg = tiny_config()
+    t = fine_target("transverse_sinus")
+    assert network_spec(cfg, t)["options"]["inter_slice_axis"] == 0  # IS -> array axis 0 on the LPS grid
+    flipped = (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)  # image axis 0 along S
+    assert network_spec(cfg, t, flipped)["options"]["inter_slice_axis"] == 2
