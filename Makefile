@@ -20,7 +20,7 @@ env: $(BIN)/.installed
 
 demo: env
 	$(BIN)/brainbarriers segment --ct $(SAMPLE)/sample_ct.nrrd --t1 $(SAMPLE)/sample_t1.nrrd \
-		--t2 $(SAMPLE)/sample_t2.nrrd --output demo-output --overwrite --overview
+		--t2 $(SAMPLE)/sample_t2.nrrd --output demo-output --case sample --overwrite --overview
 
 test: env
 	$(BIN)/python -m pytest -q

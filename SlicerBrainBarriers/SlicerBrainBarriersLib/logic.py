@@ -181,12 +181,15 @@ class BrainBarriersLogic:
             reference = run.params.inputs.get(report.get("reference")) or run.reference_node
             model = report.get("model") if isinstance(report.get("model"), dict) else {}
             model_tag = f"{model['id']}@{model.get('version', '')}" if model.get("id") else run.params.model
+            target = run.params.target
+            if target is not None and target.GetScene() is not self.scene:
+                target = None  # deleted while the pipeline ran: make a new node rather than lose the result
             return segments.import_labels(
                 self.scene,
                 label_image,
                 run.params.labels(),
                 reference,
-                target_node=run.params.target,
+                target_node=target,
                 ask=ask,
                 model=model_tag,
                 node_name=f"{reference.GetName()} brain barriers",

@@ -175,3 +175,21 @@ def test_hmrnet_s_receptive_field(axis):
     assert full[axis] >= 2 * centre_only[axis], (full, centre_only)
     p_net = _convolutional_only(build("hmrnet-p", 3, 2, **opts))
     assert _affected_extent(p_net, shape)[axis] > centre_only[axis]
+
+
+@pytest.mark.parametrize("name,options", [("hmrnet-p", {}), ("hmrnet-s", {"inter_slice_axis": 0}),
+                                          ("hmrnet-s", {"inter_slice_axis": 2, "post_conv": True})])
+def test_fast_inference_path_is_exact(name, options):
+    # float64: the rewrite is exact algebra; fp32 rounding alone is amplified by the many InstanceNorms
+    torch.manual_seed(0)
+    net = build(name, 3, 2, hr_width=4, mr_widths=(8, 8, 16, 32), **options).double().eval()
+    x = torch.randn(1, 3, 16, 24, 16, dtype=torch.float64)
+    with torch.no_grad():
+        net.fast_inference = False
+        plain = net(x)
+        net.fast_inference = True
+        fast = net(x)
+    with torch.inference_mode():
+        fast_inf = net(x)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast_inf, plain, rtol=0, atol=1e-9)

@@ -114,7 +114,7 @@ def test_cancel_leaves_scene_unchanged(tmp_path, tiny_bundle):
     target = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "existing")
     before = scene_snapshot(scene)
     logic = BrainBarriersLogic(scene)
-    run = logic.start(SegmentParameters(inputs={"ct": ct, "t1": t1}, model=str(tiny_bundle), device="cpu", target=target))
+    run = logic.start(SegmentParameters(inputs={"ct": ct, "t1": t1, "t2": t2}, model=str(tiny_bundle), device="cpu", target=target))
     assert run.workdir.is_dir()
     deadline = time.monotonic() + 120
     log = []

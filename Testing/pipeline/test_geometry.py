@@ -144,3 +144,43 @@ def test_segmenter_with_known_networks_on_mixed_grids(tiny_bundle, monkeypatch, 
     assert _dice(out == 5, truth) > 0.8
     assert np.linalg.norm(_world_centroid(out == 5, ref) - OBJECT_CENTRE) < 1.5
     assert result.boxes["ventricles"] is not None and result.boxes["cerebellum"] is None
+
+
+def test_sliding_window_and_flip_tta_agree_with_one_forward():
+    from brainbarriers.predict import Runner, tile_starts
+
+    assert tile_starts(100, 40) == [0, 30, 60] and tile_starts(30, 40) == [0]  # 25% overlap
+    x = np.random.default_rng(0).normal(0, 2, (3, 30, 41, 23)).astype(np.float32)
+    net = _ThresholdNet(2, 1, required_multiple=(8, 8, 8))
+    runner = Runner(torch.device("cpu"), batch_size=3)
+    whole = runner.predict(net, x, (64, 64, 64))
+    tiled = runner.predict(net, x, (16, 16, 16))
+    flipped = runner.predict(net, x, (16, 64, 64), flip_axes=(0, 1, 2))
+    assert whole.shape == (2, 30, 41, 23)
+    assert np.allclose(whole, tiled, atol=1e-5) and np.allclose(whole, flipped, atol=1e-5)
+
+
+def test_thin_axis_is_moved_where_the_weights_expect_it(tiny_bundle, monkeypatch):
+    """A bundle whose falx net was trained with the thin (LR) axis as array axis 0 gets crops transposed."""
+    bundle = load_bundle(tiny_bundle)
+    spec = bundle.manifest["networks"]["fine"]["falx"]
+    monkeypatch.setitem(spec, "options", {**spec["options"], "inter_slice_axis": 0})
+    seen = {}
+
+    class Recorder(_ThresholdNet):
+        def forward(self, x):
+            seen["shape"] = tuple(x.shape[2:])
+            return super().forward(x)
+
+    def build_network(stage, device=None, **overrides):
+        if stage == "coarse":
+            return _ThresholdNet(7, fine_target("falx").coarse_index)
+        return Recorder(2, 1, required_multiple=(1, 1, 1))
+
+    monkeypatch.setattr(bundle, "build_network", build_network)
+    images = {m: make_image(m, **GRIDS["identity"]) for m in ("ct", "t1", "t2")}
+    result = Segmenter(bundle, "cpu", SegmentOptions(structures=["falx"], cleanup=False)).run(images)
+    (k0, j0, i0), (k1, j1, i1) = result.boxes["falx"]["model_grid_index"]
+    assert seen["shape"] == (i1 - i0, j1 - j0, k1 - k0)  # the LR (I) extent now comes first
+    out = sitk.GetArrayFromImage(result.labels) == 2
+    assert _dice(out, object_mask_like(images["ct"])) > 0.8  # and the result is transposed back
