@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -275,6 +276,8 @@ def _on_signal(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     from .progress import NullProgress, make_progress
 
+    # 3D ops missing on Apple MPS fall back to the CPU instead of failing (read when torch is imported).
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = make_progress(args.progress) if hasattr(args, "progress") else NullProgress()

@@ -45,7 +45,8 @@ class SegmentOptions:
         check_alignment: refuse inputs whose head masks do not line up.
         cleanup: drop small connected components per structure.
         precision: "fp32" or "bf16".
-        batch_size: tiles/flips per forward.
+        batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
+            batching does not add speed but adds memory).
         fine_boxes: model-grid boxes per fine target replacing the coarse stage's (benchmarks).
     """
 
@@ -55,7 +56,7 @@ class SegmentOptions:
     check_alignment: bool = True
     cleanup: bool = True
     precision: str = "fp32"
-    batch_size: int = 1
+    batch_size: int | None = None
     fine_boxes: dict[str, geometry.Box] | None = None
 
 
@@ -132,15 +133,6 @@ def check_alignment(
                 "pass --register to co-register them, or check the files"
             )
     return stats
-
-
-def downsample_channels(channels: np.ndarray, grid: sitk.Image, coarse: sitk.Image) -> np.ndarray:
-    """Normalised channels (C, K, J, I) on ``grid`` resampled onto the coarse grid."""
-    out = []
-    for c in channels:
-        img = geometry.array_to_image(c, grid)
-        out.append(sitk.GetArrayFromImage(geometry.resample_onto(img, coarse, sitk.sitkLinear, 0.0)))
-    return np.stack(out).astype(np.float32)
 
 
 def keep_large_components(mask: np.ndarray, min_fraction: float = 0.1, min_voxels: int = 8) -> np.ndarray:
@@ -263,7 +255,8 @@ class Segmenter:
             from .predict import Runner, choose_device
 
             dev = choose_device(self._device) if isinstance(self._device, str) else self._device
-            self._runner = Runner(dev, self.options.precision, self.options.batch_size)
+            batch = self.options.batch_size or (1 if dev.type == "cpu" else 4)
+            self._runner = Runner(dev, self.options.precision, batch)
         return self._runner
 
     def network(self, stage: str, **overrides):
@@ -274,6 +267,19 @@ class Segmenter:
 
     def _flip_axes(self) -> tuple[int, ...]:
         return (0, 1, 2) if self.options.quality == "full" else ()
+
+    def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image) -> np.ndarray:
+        """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid."""
+        spec = self.bundle.network_spec(target.key)
+        needed, trained = fine_axes(target, spec, grid)
+        overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
+        max_crop = list(spec["max_crop"])
+        swap = needed is not None and trained != needed
+        if swap:  # present the thin axis where the weights expect it
+            crop = np.swapaxes(crop, 1 + needed, 1 + trained)
+            max_crop[needed], max_crop[trained] = max_crop[trained], max_crop[needed]
+        prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop), self._flip_axes())[1]
+        return np.swapaxes(prob, needed, trained) if swap else prob
 
     def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
         """Segment one case given its input images (keys "ct", "t1", "t2")."""
@@ -303,17 +309,17 @@ class Segmenter:
             timings["register"] = time.perf_counter() - tick
             notes += [f"{m} registered rigidly to {reference_key}: {[round(float(v), 3) for v in t.GetParameters()]}"
                       for m, t in transforms.items()]
+        schemes = {m: self.bundle.normalisation(m) for m in self.bundle.modalities}
+        # each stage's input is resampled from the originals and normalised on its own grid (as in training)
+        coarse_arrays = resample_inputs(images, coarse_grid, transforms)
         if opts.check_alignment and len(images) > 1:
             valid = {m: geometry.coverage(img, coarse_grid, (transforms or {}).get(m)) for m, img in images.items()}
-            stats = check_alignment(resample_inputs(images, coarse_grid, transforms), reference_key,
-                                    coarse_grid.GetSpacing(), valid)
+            stats = check_alignment(coarse_arrays, reference_key, coarse_grid.GetSpacing(), valid)
             notes += [f"{m} vs {reference_key}: head overlap Dice {s['foreground_dice']}, centroids {s['centroid_mm']} mm apart"
                       for m, s in stats.items()]
-        arrays = resample_inputs(images, grid, transforms)
-        channels = stack_channels(arrays, self.bundle.modalities,
-                                  {m: self.bundle.normalisation(m) for m in self.bundle.modalities})
-        del arrays
-        coarse_x = downsample_channels(channels, grid, coarse_grid)
+        coarse_x = stack_channels(coarse_arrays, self.bundle.modalities, schemes)
+        del coarse_arrays
+        channels = stack_channels(resample_inputs(images, grid, transforms), self.bundle.modalities, schemes)
         timings["prepare"] = time.perf_counter() - tick
 
         # coarse localisation
@@ -344,19 +350,7 @@ class Segmenter:
             size = tuple(b - a for a, b in zip(*box))
             self.progress("fine", frac, f"{t.name} ({size[2]}x{size[1]}x{size[0]} voxels)")
             ts = time.perf_counter()
-            spec = self.bundle.network_spec(t.key)
-            needed, trained = fine_axes(t, spec, grid)
-            overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
-            crop = channels[(slice(None), *geometry.box_slices(box))]
-            max_crop = tuple(spec["max_crop"])
-            if needed is not None and trained != needed:  # present the thin axis where the weights expect it
-                crop = np.swapaxes(crop, 1 + needed, 1 + trained)
-                mc = list(max_crop)
-                mc[needed], mc[trained] = mc[trained], mc[needed]
-                max_crop = tuple(mc)
-            prob = self.runner.predict(self.network(t.key, **overrides), crop, max_crop, self._flip_axes())[1]
-            if needed is not None and trained != needed:
-                prob = np.swapaxes(prob, needed, trained)
+            prob = self.fine_probability(t, channels[(slice(None), *geometry.box_slices(box))], grid)
             paste_by_probability(labels, best, prob, box, t.label)
             timings[f"fine_{t.key}"] = time.perf_counter() - ts
         timings["fine"] = time.perf_counter() - t0

@@ -146,7 +146,7 @@ def test_ddp_two_processes_gloo_matches_single_process(prepared, tmp_path):
     single = run_training_cli(common + ["--workdir", str(tmp_path / "single")], timeout=600)
     assert single.returncode == 0, single.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "training", *common, "--workdir", str(tmp_path / "ddp")], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -159,8 +159,11 @@ def test_ddp_two_processes_gloo_matches_single_process(prepared, tmp_path):
     np.testing.assert_allclose([r["loss"] for r in ld], [r["loss"] for r in ls], rtol=0.05)
     a = load_weights(tmp_path / "single" / "coarse" / "final.safetensors")
     b = load_weights(tmp_path / "ddp" / "coarse" / "final.safetensors")
-    rel = max(float((a[k] - b[k]).norm() / (a[k].norm() + 1e-8)) for k in a if a[k].is_floating_point())
-    assert rel < 0.2, rel
+    va = torch.cat([a[k].flatten() for k in sorted(a) if a[k].is_floating_point()])
+    vb = torch.cat([b[k].flatten() for k in sorted(a) if a[k].is_floating_point()])
+    rel = float((va - vb).norm() / va.norm())
+    print("relative weight difference", rel)
+    assert rel < 0.05, rel
 
 
 def test_network_spec_inter_slice_axis_follows_direction():

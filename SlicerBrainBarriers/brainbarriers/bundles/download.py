@@ -160,6 +160,9 @@ def import_bundle(source: str | Path, sha256: str | None = None, replace: bool =
 
 def download_bundle(entry: dict, progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Download a models-index entry's zip into the cache, verify it, and install it."""
+    if entry.get("shipped"):
+        raise BundleError(f"model {entry['id']} ships inside the package (brainbarriers/models/) and is missing from "
+                          "this installation; reinstall the package")
     if not entry.get("url"):
         raise BundleError(f"model {entry['id']} has no download address in the models index")
     downloads = models_dir().parent / "downloads"

