@@ -7,7 +7,7 @@ three input channels, torch.set_num_threads(threads), one warm-up then the media
 forwards under inference mode. "plain" is bench/plain_hmrnet.py (the obvious eager network) loaded
 with the SAME state_dict as brainbarriers.networks; "ours" is brainbarriers.networks.build(...) run
 through prepare_for_inference + inference_context(precision=...). Printed: median seconds, peak
-RSS, the ratios ours/plain, the max abs difference of the fp32 logits and the voxel agreement of
+RSS, CPU time (less sensitive than wall time to other load on the machine), the ratios ours/plain, the max abs difference of the fp32 logits and the voxel agreement of
 the bf16 segmentation (argmax) with fp32.
 """
 
@@ -63,17 +63,19 @@ def worker(args) -> None:
 
     del state
     rss_before = peak_rss_mb()
-    times = []
+    times, cpu_times = [], []
     for i in range(args.repeats + 1):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with ctx():
             out = net(x)
         if i:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         if i < args.repeats:
             del out
     np.save(os.path.join(args.tmp, f"out_{args.variant}_{args.impl}.npy"), out.float().numpy())
-    print(json.dumps({"median_s": statistics.median(times), "times": times, "peak_rss_mb": peak_rss_mb(),
+    print(json.dumps({"median_s": statistics.median(times), "times": times,
+                      "median_cpu_s": statistics.median(cpu_times), "peak_rss_mb": peak_rss_mb(),
                       "rss_before_forward_mb": rss_before}))
 
 
@@ -121,7 +123,7 @@ def main() -> None:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 results[v, impl] = r
                 print(f"{name:9s} ({n_params / 1e6:.3f} M params) {impl:10s}: {r['median_s']:6.2f} s "
-                      f"(runs {', '.join(f'{t:.2f}' for t in r['times'])}), peak RSS {r['peak_rss_mb']:7.0f} MB "
+                      f"(runs {', '.join(f'{t:.2f}' for t in r['times'])}; CPU {r['median_cpu_s']:.2f} s), peak RSS {r['peak_rss_mb']:7.0f} MB "
                       f"(before forward {r['rss_before_forward_mb']:.0f} MB)", flush=True)
             outs = {impl: np.load(os.path.join(tmp, f"out_{v}_{impl}.npy")) for impl in args.impls}
             base = results.get((v, "plain-fp32"))
@@ -130,6 +132,7 @@ def main() -> None:
                     continue
                 r = results[v, impl]
                 line = (f"  {name} {impl} / plain-fp32: time x{r['median_s'] / base['median_s']:.2f}, "
+                        f"CPU time x{r['median_cpu_s'] / base['median_cpu_s']:.2f}, "
                         f"peak RSS x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}")
                 diff = np.abs(outs[impl] - outs["plain-fp32"])
                 agree = float((outs[impl].argmax(1) == outs["plain-fp32"].argmax(1)).mean())

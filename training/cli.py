@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cross-validate", help="k-fold cross-validation: train and evaluate per fold")
     _train_args(p)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
 
     p = sub.add_parser("evaluate", help="Dice, ASSD, HD95, surface Dice per case and structure")
     _config_args(p)
@@ -141,7 +142,8 @@ def run(args) -> int:
     if args.command == "cross-validate":
         from .crossval import cross_validate
 
-        table = cross_validate(config, args.cache, args.workdir, args.folds, args.cases, resume=not args.no_resume)
+        table = cross_validate(config, args.cache, args.workdir, args.folds, args.cases, resume=not args.no_resume,
+                               targets=_structures(args.structure))
         print(table)
         return 0
     if args.command == "evaluate":

@@ -104,28 +104,37 @@ class Augmenter:
                                             degrees=float(cfg.get("rotation_degrees", 0)),
                                             image_interpolation="linear", label_interpolation="nearest",
                                             default_pad_value="minimum", p=float(cfg["affine_probability"])))
-        if cfg.get("elastic_probability", 0) > 0:
-            spatial.append(tio.RandomElasticDeformation(num_control_points=int(cfg.get("elastic_control_points", 7)),
-                                                        max_displacement=float(cfg.get("elastic_max_displacement_mm", 5)),
-                                                        image_interpolation="linear", label_interpolation="nearest",
-                                                        p=float(cfg["elastic_probability"])))
         if flips and cfg.get("flip_probability", 0) > 0:
             spatial.append(tio.RandomFlip(axes=flips, flip_probability=float(cfg["flip_probability"])))
-        self.spatial = tio.Compose(spatial) if spatial else None
+        self.affine_flip = spatial
 
     def __call__(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
-        if self.spatial is not None:
+        spatial = list(self.affine_flip)
+        if self.cfg.get("elastic_probability", 0) > 0:
+            spatial.insert(1 if self.cfg.get("affine_probability", 0) > 0 else 0, self._elastic(label.shape))
+        if spatial:
             affine = np.diag([*self.spacing, 1.0])
             subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image)), affine=affine),
                                   label=tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int16)), affine=affine))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                subject = self.spatial(subject)
+                subject = tio.Compose(spatial)(subject)
             image = subject["image"].data.numpy().astype(np.float32)
             label = subject["label"].data.numpy()[0].astype(np.uint8)
         image = self.intensity(image, rng)
         return image, label
+
+    def _elastic(self, shape: tuple[int, ...]) -> tio.Transform:
+        """Elastic deformation whose displacement stays below 40% of the control-point spacing of this
+        sample's size (more folds the grid and tears thin structures)."""
+        points = int(self.cfg.get("elastic_control_points", 7))
+        limit = [0.4 * n * s / (points - 1) for n, s in zip(shape, self.spacing)]
+        wanted = float(self.cfg.get("elastic_max_displacement_mm", 5.0))
+        return tio.RandomElasticDeformation(num_control_points=points,
+                                            max_displacement=tuple(min(wanted, v) for v in limit),
+                                            image_interpolation="linear", label_interpolation="nearest",
+                                            p=float(self.cfg["elastic_probability"]))
 
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cfg = self.cfg

@@ -12,7 +12,7 @@ from brainbarriers.structures import OUTPUT_LABELS
 
 from .metrics import all_metrics
 
-FIELDS = ("case", "structure", "dice", "assd", "hd95", "surface_dice")
+FIELDS = ("case", "structure", "dice", "assd", "hd95", "surface_dice", "fold")
 
 
 def evaluate_labels(pred: np.ndarray, gt: np.ndarray, spacing_kji, case: str, tolerance_mm: float = 2.0) -> list[dict]:
@@ -51,10 +51,10 @@ def write_results(rows: list[dict], out: Path) -> str:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w = csv.DictWriter(fh, fieldnames=[f for f in FIELDS if any(f in r for r in rows)])
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in FIELDS})
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in FIELDS if k in r})
     table = summary_table(rows)
     (out / "summary.txt").write_text(table + "\n")
     return table

@@ -50,6 +50,10 @@ def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | No
         boxes = predict_boxes(Path(cache), index, entries, checkpoints, out)
         (out / BOXES).write_text(json.dumps(boxes))
         summary["box_checkpoints"] = sorted(checkpoints)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # the other processes read coarse_boxes.json next (train-fine)
     return summary
 
 

@@ -6,6 +6,7 @@ constant or NaN-filled image, absurd spacing, a CT given as an MR (intensity ran
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,12 @@ def case_name(path: str | Path) -> str:
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr about every non-DICOM file
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series:
         raise InputError(f"{folder} is a folder without a DICOM series")
     # The series with the most slices is the volume (scouts and localisers have few).
@@ -56,6 +62,7 @@ def read_image(path: str | Path, modality: str = "image") -> sitk.Image:
     except (RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()
         reason = next((line.strip() for line in first if "ERROR" in line or "Could not" in line), "unknown format")
+        reason = re.sub(r"\(0x[0-9a-f]+\)", "", reason).rstrip(":")
         raise InputError(f"{label}: cannot read the image ({reason[:160]})") from None
     check_image(image, label)
     image = sitk.Cast(image, sitk.sitkFloat32)

@@ -36,6 +36,10 @@ def _bad_image(kind, tmp_path, case_files):
         p = tmp_path / "junk.nrrd"
         p.write_bytes(b"NRRD0004\ngarbage\n")
         return p, "ct", ["cannot read"]
+    if kind == "not_dicom":
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "folder" / "notes.txt").write_text("not dicom")
+        return tmp_path / "folder", "ct", ["without a DICOM series"]
     if kind == "2d":
         return _write(tmp_path / "slice.nrrd", np.random.rand(30, 30).astype(np.float32)), "ct", ["2D"]
     if kind == "4d":
@@ -65,7 +69,7 @@ def _bad_image(kind, tmp_path, case_files):
     raise AssertionError(kind)
 
 
-KINDS = ["missing", "unreadable", "2d", "4d", "vector", "constant", "nan", "spacing", "no_overlap", "ct_as_t1",
+KINDS = ["missing", "unreadable", "not_dicom", "2d", "4d", "vector", "constant", "nan", "spacing", "no_overlap", "ct_as_t1",
          "misaligned"]
 
 

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_prepared  # noqa: E402
+from training_helpers import make_prepared  # noqa: E402
 
 
 @pytest.fixture(scope="session")

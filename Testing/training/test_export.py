@@ -6,10 +6,10 @@ import sys
 
 import SimpleITK as sitk
 import torch
-
-from helpers import REPO, tiny_config
 from brainbarriers.bundles import load_bundle
 from brainbarriers.structures import FINE_TARGETS
+from training_helpers import REPO, tiny_config
+
 from training.cli import main
 from training.phantom import case_files
 from training.stages import train_coarse, train_fine
@@ -40,7 +40,6 @@ def test_export_bundle_loads_and_segments(prepared, tmp_path):
 
     bundle = load_bundle(out)
     net = bundle.build_network("falx")
-    trained = torch.load if False else None  # noqa: F841 - weights compared below through safetensors
     from safetensors.torch import load_file
 
     ref = load_file(str(work / "fine" / "falx" / "final.safetensors"))

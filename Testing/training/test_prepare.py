@@ -5,7 +5,7 @@ import numpy as np
 import SimpleITK as sitk
 from brainbarriers.preprocessing import normalise, resample_to_spacing
 from brainbarriers.structures import FINE_TARGETS
-from helpers import run_training_cli
+from training_helpers import run_training_cli
 
 from training.cli import main
 from training.config import load_config

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from helpers import REPO, run_training_cli, tiny_config, write_config
 from brainbarriers.structures import fine_target
+from training_helpers import REPO, run_training_cli, tiny_config, write_config
+
 from training.data import TrainingSet
 from training.engine import load_checkpoint, load_weights, network_spec, read_log
 from training.stages import train_coarse, train_fine

@@ -47,6 +47,34 @@ class ConvUnit(nn.Sequential):
     def conv(self) -> nn.Conv3d:
         return self[0]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or not x.is_contiguous(memory_format=torch.channels_last_3d):
+            return super().forward(x)
+        # Inference in channels-last layout: nn.InstanceNorm3d would return a channels-first
+        # tensor and every following conv/up-sampling would pay for the layout change.
+        return self[2](instance_norm_channels_last(self[0](x), self[1]))
+
+
+def instance_norm_channels_last(x: torch.Tensor, norm: nn.InstanceNorm3d) -> torch.Tensor:
+    """``norm(x)`` (affine InstanceNorm, instance statistics) that keeps x's memory layout.
+
+    Statistics are computed in float32 also for bfloat16 inputs; the result is folded into one
+    scale-and-shift pass: y = x * (gamma / sqrt(var + eps)) + (beta - mean * gamma / sqrt(var + eps)).
+    """
+    dims = (2, 3, 4)
+    xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+    var, mean = torch.var_mean(xf, dim=dims, correction=0, keepdim=True)
+    del xf
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight.view(1, -1, 1, 1, 1)
+        shift = norm.bias.view(1, -1, 1, 1, 1) - mean * scale
+    else:
+        shift = -mean * scale
+    y = torch.empty_like(x)  # preserves x's layout
+    torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=y)
+    return y
+
 
 class SeparableUnit(nn.Sequential):
     """2.5D replacement of one 3x3x3 conv unit: 3x3x1 intra -> 1x1x3 inter -> 3x3x1 intra."""

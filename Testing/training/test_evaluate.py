@@ -1,0 +1,65 @@
+import csv
+import shutil
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from brainbarriers.structures import targets_for_labels
+from training_helpers import tiny_config
+
+from training.cli import main
+from training.crossval import cross_validate, make_folds
+from training.evaluate import summary_table
+from training.phantom import case_files
+
+
+def test_evaluate_prediction_files(prepared, tmp_path, capsys):
+    data, _, _ = prepared
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    shutil.copy(case_files(data, "001")["label"], preds / "001_labels.mha")
+    lab = sitk.ReadImage(str(case_files(data, "002")["label"]))
+    arr = sitk.GetArrayFromImage(lab)
+    arr[arr == 5] = 0  # ventricles missed entirely
+    moved = sitk.GetImageFromArray(np.roll(arr, 1, axis=0))  # everything else one voxel (2.4 mm) off
+    moved.CopyInformation(lab)
+    sitk.WriteImage(moved, str(preds / "002.nii.gz"))
+    assert main(["evaluate", "--predictions", str(preds), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
+    table = capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
+    assert len(rows) == 10
+    r1 = {r["structure"]: r for r in rows if r["case"] == "001"}
+    assert all(float(r["dice"]) == 1.0 and float(r["assd"]) == 0.0 for r in r1.values())
+    r2 = {r["structure"]: r for r in rows if r["case"] == "002"}
+    assert float(r2["ventricles"]["dice"]) == 0.0 and r2["ventricles"]["assd"] == "nan"
+    assert 0.3 < float(r2["cerebellum"]["dice"]) < 1.0 and float(r2["cerebellum"]["hd95"]) >= 2.4 - 1e-6
+    assert table.splitlines()[0].split()[:3] == ["Structure", "Dice", "%"]
+    assert [line.split()[0] for line in table.splitlines()[1:]] == [
+        "cerebellum", "falx", "sinuses", "tentorium", "ventricles", "average"]
+
+
+def test_summary_table_layout():
+    rows = [{"case": "a", "structure": "falx", "dice": 0.8, "assd": 0.5, "hd95": 2.0, "surface_dice": 0.9},
+            {"case": "b", "structure": "falx", "dice": 0.6, "assd": float("nan"), "hd95": 4.0, "surface_dice": 0.7}]
+    lines = summary_table(rows).splitlines()
+    assert lines[1].split() == ["falx", "70.0", "0.500", "3.00", "80.0"]
+    assert lines[2].split()[0] == "average"
+
+
+def test_folds_partition_cases():
+    folds = make_folds([f"{i:03d}" for i in range(11)], 5, seed=1)
+    flat = sorted(c for f in folds for c in f)
+    assert flat == [f"{i:03d}" for i in range(11)] and all(2 <= len(f) <= 3 for f in folds)
+
+
+def test_cross_validate_runs_every_fold(prepared, tmp_path):
+    _, cache, _ = prepared
+    torch.set_num_threads(1)
+    cfg = tiny_config(train={"epochs": 1, "iterations_per_epoch": 1, "batch_size": 1, "checkpoint_every_steps": 0})
+    table = cross_validate(cfg, cache, tmp_path, folds=2, targets=targets_for_labels(["ventricles", "cerebellum"]))
+    assert "average" in table
+    rows = list(csv.DictReader(open(tmp_path / "evaluation" / "metrics.csv")))
+    assert sorted({r["case"] for r in rows}) == ["001", "002", "003", "004"]
+    for k in (0, 1):
+        assert (tmp_path / f"fold_{k}" / "evaluation" / "summary.txt").is_file()
+        assert (tmp_path / f"fold_{k}" / "fine" / "ventricles" / "final.safetensors").is_file()
