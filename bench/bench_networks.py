@@ -30,7 +30,16 @@ IMPLS = ("plain-fp32", "ours-fp32", "ours-bf16")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak resident set size of this process in MB (VmHWM; ru_maxrss would include the parent's
+    peak, which Linux carries over fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker(args) -> None:
@@ -79,6 +88,35 @@ def worker(args) -> None:
                       "rss_before_forward_mb": rss_before}))
 
 
+def load_state(path: str) -> dict:
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_equal_in_float64(net, options, size: int = 32) -> None:
+    """The lean eval path and the plain baseline compute the same function: compare in float64,
+    where rounding cannot hide a difference (fp32 rounding alone is amplified by the InstanceNorms)."""
+    import copy
+
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from plain_hmrnet import PlainHMRNet
+
+    ours = copy.deepcopy(net).double().eval()
+    plain = PlainHMRNet(axis=options.get("inter_slice_axis")).double().eval()
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, size, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        diff = float((ours(x) - plain(x)).abs().max())
+    print(f"  same state_dict, float64, {size}^3: max |ours - plain| = {diff:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=96)
@@ -86,6 +124,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["p", "s"], choices=sorted(VARIANTS))
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--weights", nargs="+", default=[], metavar="VARIANT=PATH",
+                        help="state_dict files (safetensors or torch weights-only) to use instead of random "
+                             "initialisation, e.g. p=fine_cerebellum.safetensors; makes the bf16 agreement meaningful")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -110,7 +151,12 @@ def main() -> None:
             name, options = VARIANTS[v]
             torch.manual_seed(1)
             net = build(name, 3, 2, **options)
+            weights = dict(w.split("=", 1) for w in args.weights).get(v)
+            if weights:
+                net.load_state_dict(load_state(weights))
             n_params = sum(p.numel() for p in net.parameters())
+            print(f"{name}: {'weights ' + weights if weights else 'random initialisation'}")
+            check_equal_in_float64(net, options)
             save_file({k: t.contiguous() for k, t in net.state_dict().items()},
                       os.path.join(tmp, f"weights_{v}.safetensors"))
             del net
@@ -138,6 +184,10 @@ def main() -> None:
                 agree = float((outs[impl].argmax(1) == outs["plain-fp32"].argmax(1)).mean())
                 line += f"; logits max |diff| {diff.max():.2e}; argmax agreement {100 * agree:.3f}%"
                 print(line)
+            if "ours-bf16" in outs and "ours-fp32" in outs:
+                agree = float((outs["ours-bf16"].argmax(1) == outs["ours-fp32"].argmax(1)).mean())
+                print(f"  {name} ours-bf16 vs ours-fp32 segmentation agreement {100 * agree:.3f}% "
+                      "(random weights give near-tied logits; pass --weights for a trained network)")
 
 
 if __name__ == "__main__":

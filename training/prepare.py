@@ -133,6 +133,37 @@ def bounding_box(mask: np.ndarray) -> list[int] | None:
     return lo + hi
 
 
+def thin_preserving_labels(target_img: sitk.Image, spacing) -> sitk.Image:
+    """Fine-target labels resampled to a coarser grid so that no target vanishes.
+
+    Nearest-neighbour down-sampling drops sheets thinner than the new voxel (the falx at 4.8 mm).
+    The coarse network only has to find boxes, so a coarse voxel is given a target when any voxel of
+    that target lies within its footprint: each target mask is dilated by half the spacing ratio
+    (rounded up) before nearest resampling, and thinner (smaller) targets are painted last.
+    """
+    arr = sitk.GetArrayFromImage(target_img)
+    ratio = np.array(spacing, float) / np.array(target_img.GetSpacing(), float)
+    if (ratio <= 1.0 + 1e-6).all():
+        return resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
+    radius = [int(np.ceil(max(r - 1.0, 0.0) / 2.0)) for r in ratio]
+    counts = np.bincount(arr.ravel(), minlength=256)
+    out = None
+    for index in sorted((int(v) for v in np.nonzero(counts[1:])[0] + 1), key=lambda v: -counts[v]):
+        mask = sitk.Cast(target_img == index, sitk.sitkUInt8)
+        if any(radius):
+            mask = sitk.BinaryDilate(mask, radius, sitk.sitkBox)
+        small = sitk.GetArrayFromImage(resample_to_spacing(mask, tuple(spacing), sitk.sitkNearestNeighbor))
+        if out is None:
+            out = np.zeros(small.shape, np.uint8)
+        out[small > 0] = index
+    ref = resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
+    if out is None:
+        return ref
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(ref)
+    return img
+
+
 def _image_from(array: np.ndarray, like: sitk.Image) -> sitk.Image:
     im = sitk.GetImageFromArray(array)
     im.CopyInformation(like)
@@ -166,7 +197,10 @@ def preprocess_case(files: CaseFiles, data_cfg: dict) -> dict:
             res = resample_to_spacing(sitk.Cast(images[m], sitk.sitkFloat32), tuple(spacing), sitk.sitkLinear,
                                       float(sitk.GetArrayViewFromImage(images[m]).min()))
             channels.append(normalise(sitk.GetArrayFromImage(res), m, data_cfg["normalisation"].get(m, {})))
-        lab = resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
+        if prefix:
+            lab = thin_preserving_labels(target_img, spacing)
+        else:
+            lab = resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
         out[prefix + "image"] = np.stack(channels).astype(np.float32)
         out[prefix + "label"] = sitk.GetArrayFromImage(lab).astype(np.uint8)
         if not prefix:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 from brainbarriers.networks import build
+from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from brainbarriers.networks.padding import predict_padded
 
 SIZE = 16
@@ -85,4 +86,13 @@ def test_overfit(name, options, make_label, theta):
     dice, steps = _overfit(net, DeepSupervisionLoss(base), x, label)
     elapsed = time.perf_counter() - start
     assert dice > 0.9, (dice, steps, elapsed)
-    print(f"{name} {options}: Dice {dice:.3f} after {steps} steps, {elapsed:.1f} s")
+    # the bf16 inference path labels (almost) every voxel as fp32 does, on a trained network
+    prepare_for_inference(net)
+    with inference_context("cpu", "fp32"):
+        ref = predict_padded(net, x).argmax(1)
+    with inference_context("cpu", "bf16"):
+        low = predict_padded(net, x)
+    assert low.dtype == torch.float32
+    agreement = float((low.argmax(1) == ref).float().mean())
+    assert agreement > 0.995, agreement
+    print(f"{name} {options}: Dice {dice:.3f} after {steps} steps, {elapsed:.1f} s; bf16 agreement {agreement:.4f}")

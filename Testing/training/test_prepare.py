@@ -88,3 +88,19 @@ def test_user_errors_are_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = run_training_cli(["train-coarse", "--config", "nosuchrecipe", "--cache", str(tmp_path), "--workdir", str(tmp_path)])
     assert r.returncode == 2 and "no config" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_coarse_labels_keep_thin_targets():
+    from training.prepare import thin_preserving_labels
+
+    arr = np.zeros((20, 20, 20), np.uint8)
+    arr[2:18, 2:18, 9] = 2  # a one-voxel sheet (falx-like)
+    arr[4:12, 4:12, 12:18] = 1  # a plump block
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.2, 1.2, 1.2))
+    nearest = sitk.GetArrayFromImage(sitk.Resample(img, [5, 5, 5], sitk.Transform(), sitk.sitkNearestNeighbor,
+                                                   img.GetOrigin(), (4.8, 4.8, 4.8)))
+    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, (4.8, 4.8, 4.8)))
+    assert coarse.shape == (5, 5, 5)
+    assert not (nearest == 2).any()  # nearest-neighbour loses the sheet
+    assert (coarse == 2).sum() >= 9 and (coarse == 1).any()

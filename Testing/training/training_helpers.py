@@ -27,7 +27,13 @@ TINY = {
 
 
 def tiny_config(**changes) -> dict:
-    return deep_merge(load_config("smoke"), deep_merge(TINY, changes))
+    """The smoke recipe shrunk to TINY; stage-specific schedules of the recipe are dropped so that
+    the ``train`` section (TINY + ``changes``) applies to both stages."""
+    base = load_config("smoke")
+    for stage in ("coarse", "fine"):
+        for key in ("epochs", "iterations_per_epoch", "optimizer", "batch_size"):
+            base[stage].pop(key, None)
+    return deep_merge(base, deep_merge(TINY, changes))
 
 
 def write_config(config: dict, path: Path) -> Path:

@@ -24,6 +24,11 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
 
 
+def as_float32(x: torch.Tensor) -> torch.Tensor:
+    """Logits leave the network in float32 even under bf16/fp16 autocast (float64 is kept)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def axis_kernel(size: int, axis: int, along: bool) -> tuple[int, int, int]:
     """Kernel shape with ``size`` along ``axis`` only (along=True) or everywhere but ``axis``."""
     if along:
@@ -48,32 +53,40 @@ class ConvUnit(nn.Sequential):
         return self[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or not x.is_contiguous(memory_format=torch.channels_last_3d):
+        norm = self[1]
+        if (torch.is_grad_enabled() or not isinstance(norm, nn.InstanceNorm3d)
+                or not x.is_contiguous(memory_format=torch.channels_last_3d)):
             return super().forward(x)
         # Inference in channels-last layout: nn.InstanceNorm3d would return a channels-first
         # tensor and every following conv/up-sampling would pay for the layout change.
-        return self[2](instance_norm_channels_last(self[0](x), self[1]))
+        return self[2](instance_norm_channels_last(self[0](x), norm, inplace=True))
 
 
-def instance_norm_channels_last(x: torch.Tensor, norm: nn.InstanceNorm3d) -> torch.Tensor:
-    """``norm(x)`` (affine InstanceNorm, instance statistics) that keeps x's memory layout.
+def instance_norm_channels_last(x: torch.Tensor, norm: nn.InstanceNorm3d, inplace: bool = False) -> torch.Tensor:
+    """``norm(x)`` (InstanceNorm with instance statistics) for a channels-last x, keeping its layout.
 
-    Statistics are computed in float32 also for bfloat16 inputs; the result is folded into one
-    scale-and-shift pass: y = x * (gamma / sqrt(var + eps)) + (beta - mean * gamma / sqrt(var + eps)).
+    Statistics in float32 (also for bfloat16 x) from one pass: mean, and E[x^2] as the diagonal of
+    X^T X (a GEMM, several times faster on CPU than var_mean over strided dims); var = E[x^2] - mean^2.
+    Then one scale-and-shift pass: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)).
     """
-    dims = (2, 3, 4)
-    xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-    var, mean = torch.var_mean(xf, dim=dims, correction=0, keepdim=True)
-    del xf
+    n, c = x.shape[:2]
+    rows = x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)  # a view for channels-last x
+    rows = rows.float() if rows.dtype in (torch.bfloat16, torch.float16) else rows
+    mean = rows.mean(1)
+    sq = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2) / rows.shape[1]
+    del rows
+    var = (sq - mean * mean).clamp_min_(0)
     scale = torch.rsqrt(var + norm.eps)
     if norm.affine:
-        scale = scale * norm.weight.view(1, -1, 1, 1, 1)
-        shift = norm.bias.view(1, -1, 1, 1, 1) - mean * scale
+        scale = scale * norm.weight
+        shift = norm.bias - mean * scale
     else:
         shift = -mean * scale
-    y = torch.empty_like(x)  # preserves x's layout
-    torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=y)
-    return y
+    scale = scale.view(n, c, 1, 1, 1).to(x.dtype)
+    shift = shift.view(n, c, 1, 1, 1).to(x.dtype)
+    if inplace:
+        return x.mul_(scale).add_(shift)
+    return torch.addcmul(shift, x, scale)
 
 
 class SeparableUnit(nn.Sequential):

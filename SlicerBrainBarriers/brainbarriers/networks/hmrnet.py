@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import BFC, ConvBlock, resize_to, run_block_on_concat
+from .blocks import BFC, ConvBlock, as_float32, resize_to, run_block_on_concat
 
 
 class HMRNet(nn.Module):
@@ -61,25 +61,19 @@ class HMRNet(nn.Module):
         if variant == "s":
             pools[2] = tuple(1 if d == ax else 2 for d in range(3))
         self.pools = [tuple(p) for p in pools]
-        self.required_multiple = tuple(
-            int(torch.tensor([p[d] for p in pools]).prod()) for d in range(3)
-        )
+        self.required_multiple = tuple(pools[0][d] * pools[1][d] * pools[2][d] for d in range(3))
 
         w = list(mr_widths)
         mr_out = [w[0], w[1], w[2], w[3], w[2], w[1], w[0]]
         self.hr_blocks = nn.ModuleList()
         self.mr_blocks = nn.ModuleList()
         self.bfcs = nn.ModuleList()
-        c_h, skips = in_channels, []
-        c_m = in_channels
+        c_h = c_m = in_channels
+        skips: list[int] = []  # widths of the encoder outputs (after their BFC)
+        levels: list[int] = []  # widths at 1/8, 1/4, 1/2 (deep-supervision inputs)
         for k in range(7):
             self.hr_blocks.append(ConvBlock(c_h, hr_width, act, ax))
-            if k in (1, 2, 3):
-                cin_m = c_m
-            elif k >= 4:
-                cin_m = c_m + skips[6 - k]  # up-sampled deeper features + encoder skip
-            else:
-                cin_m = c_m
+            cin_m = c_m + skips[6 - k] if k >= 4 else c_m  # decoder: up-sampled + skip
             self.mr_blocks.append(ConvBlock(cin_m, mr_out[k], act, ax))
             c_h, c_m = hr_width, mr_out[k]
             if k >= 1:
@@ -88,15 +82,11 @@ class HMRNet(nn.Module):
                 c_h, c_m = bfc.out_h, bfc.out_m
             if k < 3:
                 skips.append(c_m)
-            if k == 3:
-                bottleneck = c_m
-            if k == 4:
-                lvl4 = c_m
-            if k == 5:
-                lvl2 = c_m
+            if 3 <= k <= 5:
+                levels.append(c_m)
         self.head = nn.Conv3d(c_h + c_m, out_channels, head_kernel, padding=head_kernel // 2)
         self.ds_heads = nn.ModuleList(
-            [nn.Conv3d(c, out_channels, 1) for c in (lvl2, lvl4, bottleneck)]
+            [nn.Conv3d(c, out_channels, 1) for c in reversed(levels)]
         )  # order: 1/2, 1/4, 1/8
         self.pool_layers = nn.ModuleList([nn.MaxPool3d(p, p) for p in self.pools])
         #: Use the memory-lean, exactly equivalent forward when no gradients are needed.
@@ -151,4 +141,4 @@ class HMRNet(nn.Module):
             if k < 3:
                 skips.append(m)
         out = self.head(torch.cat([h, m], 1))
-        return out.contiguous()
+        return as_float32(out).contiguous()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvUnit
+from .blocks import ConvUnit, as_float32
 
 
 class CoarseUNet(nn.Module):
@@ -66,4 +66,4 @@ class CoarseUNet(nn.Module):
         if train_ds:
             # heads run coarse -> fine; return [full, 1/2, 1/4, 1/8]
             return outs[::-1][:4]
-        return outs[-1]
+        return as_float32(outs[-1])
