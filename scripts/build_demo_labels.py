@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, default=Path(__file__).resolve().parents[1] / "Resources/SampleData")
     parser.add_argument("--copies", type=int, default=6, help="augmented copies besides case 001")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heldout-only", action="store_true", help="write only the held-out cases")
     args = parser.parse_args(argv)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
     src = args.work / "sources"
@@ -231,13 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     label_image = to_image(labels)
     sitk.WriteImage(label_image, str(args.work / "demo_labels.nrrd"), useCompression=True)
 
+    ref = build_sample.model_grid()
+    if not args.heldout_only:
+        write_training_cases(args, src, label_image, ref)
+    write_heldout_cases(args.heldout, src, label_image, ref)
+    return 0
+
+
+def write_training_cases(args, src: Path, label_image: sitk.Image, ref: sitk.Image) -> None:
     sample = {k: sitk.ReadImage(str(args.sample / f"sample_{k}.nrrd")) for k in ("ct", "t1", "t2")}
     write_case(args.data, "001", sample, label_image)
     t1_alt = sitk.Cast(sitk.Round(sitk.Clamp(sitk.Resample(
         sitk.ReadImage(str(src / "avg305T1.nii"), sitk.sitkFloat32), build_sample.model_grid(),
         sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32), sitk.sitkFloat32, 0, 1) * 255), sitk.sitkUInt8)
     rng = np.random.default_rng(args.seed)
-    ref = build_sample.model_grid()
     for n in range(args.copies):
         case = f"{n + 2:03d}"
         warp = random_warp(rng)
@@ -251,11 +259,18 @@ def main(argv: list[str] | None = None) -> int:
         write_case(args.data, case, images, moved_labels)
         print("wrote case", case, flush=True)
 
-    t1_held = sitk.ReadImage(str(src / "MNI152NLin6Asym_res-01_T1w.nii.gz"), sitk.sitkFloat32)
-    t1_held = sitk.Resample(t1_held, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    write_case(args.heldout, "101", {"t1": t1_held}, label_image)
-    print("wrote held-out case 101 (T1 only)")
-    return 0
+
+
+def write_heldout_cases(root: Path, src: Path, label_image: sitk.Image, ref: sitk.Image) -> None:
+    """101: the MNI152NLin6Asym T1 in MNI pose; 102: the same under a random affine + elastic warp
+    (a pose the training copies did not use: its own seed). T1 only."""
+    t1_source = sitk.ReadImage(str(src / "MNI152NLin6Asym_res-01_T1w.nii.gz"), sitk.sitkFloat32)
+    t1_held = sitk.Resample(t1_source, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    write_case(root, "101", {"t1": t1_held}, label_image)
+    warp = random_warp(np.random.default_rng(101))
+    t1_warped = sitk.Resample(t1_source, ref, warp, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    write_case(root, "102", {"t1": t1_warped}, sitk.Resample(label_image, ref, warp, sitk.sitkNearestNeighbor, 0))
+    print("wrote held-out cases 101, 102 (T1 only)")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ import SimpleITK as sitk
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
 from brainbarriers.structures import OUTPUT_LABELS  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 
 def overlay(ax, image: np.ndarray, labels: np.ndarray, window: tuple[float, float], aspect: float = 1.0) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from brainbarriers.structures import OUTPUT_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]

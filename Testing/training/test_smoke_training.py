@@ -15,7 +15,7 @@ THRESHOLDS = {"cerebellum": 0.9, "ventricles": 0.9, "falx": 0.7, "sinuses": 0.7,
 
 
 @pytest.mark.slow
-def test_smoke_recipe_reaches_target_dice(tmp_path):
+def test_smoke_recipe_reaches_target_dice(tmp_path, capsys):
     torch.set_num_threads(2)
     t0 = time.time()
     data = tmp_path / "data"
@@ -28,8 +28,9 @@ def test_smoke_recipe_reaches_target_dice(tmp_path):
     train_fine(config, tmp_path / "cache", tmp_path / "work", cases=train_ids)
     t_train = time.time() - t0
     rows = evaluate_cached(tmp_path / "cache", tmp_path / "work", held_out, progress=False)
-    print(f"\nsmoke training: {t_train:.0f} s (phantoms, prepare, coarse + 6 fine); held-out cases {held_out}")
-    print(summary_table(rows))
+    with capsys.disabled():  # the figures are part of the result: print them even when the test passes
+        print(f"\nsmoke training: {t_train:.0f} s (phantoms, prepare, coarse + 6 fine); held-out cases {held_out}")
+        print(summary_table(rows))
     for key, threshold in THRESHOLDS.items():
         values = [r["dice"] for r in rows if r["structure"] == key]
         mean = sum(values) / len(values)

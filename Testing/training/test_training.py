@@ -172,3 +172,20 @@ def test_network_spec_inter_slice_axis_follows_direction():
     assert network_spec(cfg, t)["options"]["inter_slice_axis"] == 0  # IS -> array axis 0 on the LPS grid
     flipped = (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)  # image axis 0 along S
     assert network_spec(cfg, t, flipped)["options"]["inter_slice_axis"] == 2
+
+
+def test_samples_do_not_depend_on_loader_workers(prepared):
+    from torch.utils.data import DataLoader
+
+    from training.data import PadCollate
+
+    _, cache, index = prepared
+    cfg = tiny_config()["train"]
+    cfg["augmentation"] |= {"affine_probability": 1.0, "gamma_probability": 1.0}
+    ds = TrainingSet(cache, index["cases"], None, cfg, index["coarse_spacing"], 4, seed=2)
+    batches = []
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=2, num_workers=workers, collate_fn=PadCollate((8, 8, 8)))
+        batches.append([b for b in loader])
+    for (x0, y0), (x2, y2) in zip(*batches):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
