@@ -40,11 +40,11 @@ _CEREBELLUM, _FALX, _SINUS, _TENTORIUM, _VENTRICLES = 1, 2, 3, 4, 5
 
 #: Mean intensity per tissue and modality: CT in HU, MR in arbitrary units.
 _INTENSITY = {
-    "ct": {_AIR: -1000, _SCALP: 40, _BONE: 1100, _CSF: 5, _BRAIN: 33, _CEREBELLUM: 38,
+    "ct": {_AIR: -1000, _SCALP: 40, _BONE: 1100, _CSF: 5, _BRAIN: 33, _CEREBELLUM: 41,
            _FALX: 70, _SINUS: 65, _TENTORIUM: 70, _VENTRICLES: 5},
-    "t1": {_AIR: 0, _SCALP: 300, _BONE: 80, _CSF: 60, _BRAIN: 400, _CEREBELLUM: 430,
+    "t1": {_AIR: 0, _SCALP: 300, _BONE: 80, _CSF: 60, _BRAIN: 400, _CEREBELLUM: 480,
            _FALX: 650, _SINUS: 950, _TENTORIUM: 650, _VENTRICLES: 60},
-    "t2": {_AIR: 0, _SCALP: 250, _BONE: 60, _CSF: 900, _BRAIN: 350, _CEREBELLUM: 390,
+    "t2": {_AIR: 0, _SCALP: 250, _BONE: 60, _CSF: 900, _BRAIN: 350, _CEREBELLUM: 430,
            _FALX: 150, _SINUS: 90, _TENTORIUM: 150, _VENTRICLES: 950},
 }
 _NOISE = {"ct": 6.0, "t1": 15.0, "t2": 15.0}

@@ -1,5 +1,6 @@
 """Smoke training on phantoms with the smoke recipe, scored on held-out phantoms (slow: CI's slow budget)."""
 
+import os
 import time
 
 import pytest
@@ -16,7 +17,8 @@ THRESHOLDS = {"cerebellum": 0.9, "ventricles": 0.9, "falx": 0.7, "sinuses": 0.7,
 
 @pytest.mark.slow
 def test_smoke_recipe_reaches_target_dice(tmp_path, capsys):
-    torch.set_num_threads(2)
+    # 2 threads on CI's dedicated cores; on a shared, loaded machine set TRAINING_TEST_THREADS=1
+    torch.set_num_threads(int(os.environ.get("TRAINING_TEST_THREADS", "2")))
     t0 = time.time()
     data = tmp_path / "data"
     generate_dataset(data, 15, seed=21)
