@@ -5,7 +5,7 @@ under-confident: their probability inside the structure is 10-100x higher than o
 rarely beats background, so the argmax finds no box. The coarse stage is only used for boxes,
 so this script adds one constant per class to the bias of the full-resolution output head
 (a per-class decision threshold: logit adjustment), chosen on the training cases to maximise
-each class's coarse Dice (all inputs and T1 only averaged), by coordinate ascent over a grid.
+the IoU of each class's box with the true box (all inputs and T1 only averaged), by coordinate ascent over a grid.
 The original weights are kept as final_uncalibrated.safetensors.
 
 Usage: python scripts/demo_calibrate_coarse.py WORKDIR CACHE
@@ -31,6 +31,17 @@ SUBSETS = {"all": [], "t1": [0, 2]}  # channels zeroed (CT=0, T1=1, T2=2)
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     s = a.sum() + b.sum()
     return float(2 * (a & b).sum() / s) if s else 1.0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the bounding boxes of two masks (0 when either is empty): what the pipeline uses."""
+    if not a.any() or not b.any():
+        return 0.0
+    ia, ib = np.argwhere(a), np.argwhere(b)
+    lo_a, hi_a, lo_b, hi_b = ia.min(0), ia.max(0) + 1, ib.min(0), ib.max(0) + 1
+    inter = np.prod(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None))
+    union = np.prod(hi_a - lo_a) + np.prod(hi_b - lo_b) - inter
+    return float(inter / union)
 
 
 def main(workdir: str, cache: str) -> int:
@@ -59,7 +70,7 @@ def main(workdir: str, cache: str) -> int:
     offset = np.zeros(n)
 
     def score(c: int, off: np.ndarray) -> float:
-        return float(np.mean([dice((lg + off[:, None, None, None]).argmax(0) == c, lab == c)
+        return float(np.mean([box_iou((lg + off[:, None, None, None]).argmax(0) == c, lab == c)
                               for lg, lab in zip(logits, labels)]))
 
     before = [round(score(c, offset), 3) for c in range(1, n)]
@@ -72,13 +83,13 @@ def main(workdir: str, cache: str) -> int:
                 trials.append(score(c, off))
             offset[c] = OFFSETS[int(np.argmax(trials))]
     after = [round(score(c, offset), 3) for c in range(1, n)]
-    print("coarse Dice per class before", before)
-    print("coarse Dice per class after ", after)
+    print("coarse box IoU per class before", before)
+    print("coarse box IoU per class after ", after)
     print("offsets", offset.tolist())
     state[head] = state[head] + torch.tensor(offset, dtype=state[head].dtype)
     save_file(state, str(coarse / "final.safetensors"))
     (coarse / "calibration.json").write_text(json.dumps(
-        {"head": head, "offsets": offset.tolist(), "dice_before": before, "dice_after": after}, indent=2))
+        {"head": head, "offsets": offset.tolist(), "box_iou_before": before, "box_iou_after": after}, indent=2))
     return 0
 
 
