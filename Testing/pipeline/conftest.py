@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,12 +12,12 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from phantom import write_case  # noqa: E402
+from pipeline_helpers import CASE_GRID  # noqa: E402
 from tiny_bundle import write_tiny_bundle  # noqa: E402
 
 #: Coarse test grids keep the tiny networks fast: model 4 mm, coarse 8 mm.
 TEST_SPACING = (4.0, 4.0, 4.0)
 TEST_COARSE = (8.0, 8.0, 8.0)
-CASE_GRID = {"size": (48, 56, 46), "spacing": (2.5, 2.5, 2.5)}
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +34,3 @@ def case_files(tmp_path_factory) -> dict[str, Path]:
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINBARRIERS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("BRAINBARRIERS_MODELS_INDEX", raising=False)
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m brainbarriers ARGS`` in a subprocess (the way the Slicer module runs it)."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "brainbarriers", *args], capture_output=True, text=True,
-                           timeout=timeout, env=full_env)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    """Non-zero exit, one line on stderr containing every needle, no traceback."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 from brainbarriers.predict import Runner
-from conftest import CASE_GRID, assert_one_line_error, run_cli
 from phantom import make_image, write_case
+from pipeline_helpers import CASE_GRID, assert_one_line_error, run_cli
 
 
 def _write(path, array, spacing=(2.5, 2.5, 2.5), vector=False):

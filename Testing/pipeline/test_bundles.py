@@ -19,7 +19,7 @@ from brainbarriers.bundles import (
 )
 from brainbarriers.errors import BundleError, InputError
 from brainbarriers.networks import build
-from conftest import assert_one_line_error, run_cli
+from pipeline_helpers import assert_one_line_error, run_cli
 from tiny_bundle import tiny_manifest, write_tiny_bundle
 
 

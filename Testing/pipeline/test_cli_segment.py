@@ -13,8 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 from brainbarriers.structures import OUTPUT_LABELS
-from conftest import CASE_GRID, assert_one_line_error, run_cli
 from phantom import write_case
+from pipeline_helpers import CASE_GRID, assert_one_line_error, run_cli
 
 
 def _segment(case_files, bundle, out, *extra, env=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from brainbarriers.bundles import download_file, load_bundle
 from brainbarriers.errors import DownloadError
-from conftest import assert_one_line_error, run_cli
+from pipeline_helpers import assert_one_line_error, run_cli
 from tiny_bundle import write_tiny_bundle
 
 
