@@ -1,13 +1,8 @@
-"""Core tests run single-threaded: several test processes share two cores, and OpenMP threads
-that oversubscribe them stall badly (measured: 0.25 s vs 1.7 s per training step)."""
+"""Core tests run single-threaded (see the one_torch_thread fixture in Testing/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

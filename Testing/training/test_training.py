@@ -15,13 +15,7 @@ from training.data import TrainingSet
 from training.engine import load_checkpoint, load_weights, network_spec, read_log
 from training.stages import train_coarse, train_fine
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_loss_decreases_and_fine_uses_coarse_checkpoints(prepared, tmp_path):
