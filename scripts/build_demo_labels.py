@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from brainbarriers.geometry import array_to_image, resample_onto
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,9 +63,7 @@ def atlas_names(xml: Path) -> dict[int, str]:
 
 def on_grid(image: sitk.Image, nearest: bool) -> np.ndarray:
     interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    out = sitk.Resample(image, build_sample.model_grid(), sitk.Transform(), interp, 0.0,
-                        image.GetPixelID() if nearest else sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    return sitk.GetArrayFromImage(resample_onto(image, build_sample.model_grid(), interp))
 
 
 def edt(mask: np.ndarray) -> np.ndarray:
@@ -161,9 +160,7 @@ def volumes_ml(labels: np.ndarray) -> dict[int, float]:
 
 
 def to_image(array: np.ndarray) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(build_sample.model_grid())
-    return image
+    return array_to_image(array, build_sample.model_grid())
 
 
 def random_warp(rng: np.random.Generator) -> sitk.Transform:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torchio as tio
+from brainbarriers import geometry
 from brainbarriers.preprocessing import array_axis
 from brainbarriers.structures import FineTarget
 from torch.utils.data import Dataset
@@ -25,11 +26,9 @@ def sample_seed(base: int, epoch: int, index: int) -> int:
 
 
 def expand_box(box: list[int], margin: int, shape: tuple[int, ...]) -> list[int]:
-    """Box [lo..., hi...] grown by ``margin`` voxels and clipped to ``shape``."""
-    n = len(shape)
-    lo = [max(0, box[a] - margin) for a in range(n)]
-    hi = [min(shape[a], box[n + a] + margin) for a in range(n)]
-    return lo + hi
+    """Box [lo..., hi...] grown by ``margin`` voxels and clipped to ``shape`` (``geometry.expand_box``)."""
+    lo, hi = geometry.expand_box((tuple(box[:3]), tuple(box[3:])), margin, shape)
+    return [*lo, *hi]
 
 
 def limit_box(box: list[int], max_size: list[int] | None, rng: np.random.Generator | None) -> list[int]:
@@ -180,6 +179,10 @@ class TrainingSet(Dataset):
         self.length, self.seed, self.epoch = int(length), int(seed), 0
         self.boxes = boxes or {}
         self.augmenter = Augmenter(cfg.get("augmentation", {}), spacing) if augment else None
+        patch = cfg.get("patch_size")
+        if isinstance(patch, dict):
+            patch = patch.get(target.key if target is not None else "default", patch.get("default"))
+        self.patch = list(patch) if patch else None
         if target is not None:
             margin = cfg.get("margin", "table")
             self.margin = target.margin if margin == "table" else int(margin)
@@ -208,11 +211,8 @@ class TrainingSet(Dataset):
         entry = self.entries[index % len(self.entries)]
         if self.target is None:
             image, label = load_case(self.cache, entry, coarse=True)
-            patch = self.cfg.get("patch_size")
-            if isinstance(patch, dict):
-                patch = patch.get(self.target.key, patch.get("default"))
-            if patch:
-                box = limit_box([0, 0, 0, *label.shape], list(patch), rng)
+            if self.patch:
+                box = limit_box([0, 0, 0, *label.shape], self.patch, rng)
                 image, label = image[(slice(None), *box_slices(box))], label[box_slices(box)]
         else:
             image, label = load_case(self.cache, entry)
@@ -225,11 +225,8 @@ class TrainingSet(Dataset):
                 shift = rng.integers(-jitter, jitter + 1, size=3)
                 box = [int(b + shift[a % 3]) for a, b in enumerate(box)]
             box = expand_box(box, self.margin, label.shape)
-            patch = self.cfg.get("patch_size")
-            if isinstance(patch, dict):
-                patch = patch.get(self.target.key, patch.get("default"))
-            if patch:  # fixed-size windows: constant shapes run faster (kernel caches) and batch simply
-                box = fixed_window(box, list(patch), rng)
+            if self.patch:  # fixed-size windows: constant shapes run faster (kernel caches) and batch simply
+                box = fixed_window(box, self.patch, rng)
             else:
                 box = limit_box(box, self.cfg.get("max_crop"), rng)
             image = crop_padded(image, box)

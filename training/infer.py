@@ -64,12 +64,11 @@ def predict_boxes(cache: Path, index: dict, entries: list[dict], checkpoints: di
     """{checkpoint name: {case: {target: box|None}}} from each coarse checkpoint's prediction."""
     device = device or torch.device("cpu")
     ratio = float(index["coarse_spacing"][0]) / float(index["spacing"][0])
-    result: dict = {}
-    for name, weights in checkpoints.items():
-        net, _ = load_stage_network(coarse_dir, weights, device)
-        result[name] = {}
-        for entry in entries:
-            image, _ = load_case(cache, entry, coarse=True)
+    nets = {name: load_stage_network(coarse_dir, weights, device)[0] for name, weights in checkpoints.items()}
+    result: dict = {name: {} for name in nets}
+    for entry in entries:  # each cached case is read once, not once per checkpoint
+        image, _ = load_case(cache, entry, coarse=True)
+        for name, net in nets.items():
             result[name][entry["case"]] = coarse_boxes(_predict(net, image, device), entry["shape"], ratio)
     return result
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from brainbarriers.geometry import mask_box
 from brainbarriers.preprocessing import normalise, resample_to_spacing
 from brainbarriers.structures import FINE_TARGETS, MODALITIES
 
@@ -121,16 +122,9 @@ def fine_target_labels(label: np.ndarray, direction, spacing, split: dict) -> np
 
 
 def bounding_box(mask: np.ndarray) -> list[int] | None:
-    """[k0, j0, i0, k1, j1, i1] (end exclusive) of a mask, or None when empty."""
-    if not mask.any():
-        return None
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nz = np.nonzero(mask.any(axis=other))[0]
-        lo.append(int(nz[0]))
-        hi.append(int(nz[-1]) + 1)
-    return lo + hi
+    """[k0, j0, i0, k1, j1, i1] (end exclusive) of a mask, or None when empty (``geometry.mask_box`` flattened)."""
+    box = mask_box(mask)
+    return None if box is None else [*box[0], *box[1]]
 
 
 def thin_preserving_labels(target_img: sitk.Image, spacing) -> sitk.Image:

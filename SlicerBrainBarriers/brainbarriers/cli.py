@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import BrainBarriersError, Cancelled
+from .errors import BrainBarriersError, Cancelled, InputError
 
 DEFAULT_MODEL = "brainbarriers-demo"
 
@@ -106,7 +106,6 @@ def _segmenter(args, progress):
 
 
 def _check_structures(keys) -> None:
-    from .errors import InputError
     from .structures import targets_for_labels
 
     try:
@@ -117,7 +116,6 @@ def _check_structures(keys) -> None:
 
 def cmd_segment(args, progress) -> int:
     from .cases import run_case
-    from .errors import InputError
     from .io import case_name
     from .structures import MODALITIES
 

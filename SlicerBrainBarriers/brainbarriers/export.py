@@ -178,9 +178,10 @@ def write_overview(path: str | Path, reference: sitk.Image, labels: sitk.Image) 
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    img = sitk.GetArrayFromImage(sitk.DICOMOrient(reference, "LPS"))  # (S..., P..., L...) order K,J,I
+    oriented = sitk.DICOMOrient(reference, "LPS")
+    img = sitk.GetArrayFromImage(oriented)  # (S..., P..., L...) order K,J,I
     lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labels, "LPS"))
-    sp = sitk.DICOMOrient(reference, "LPS").GetSpacing()
+    sp = oriented.GetSpacing()
     nz = np.argwhere(lab > 0)
     centre = nz.mean(0).astype(int) if len(nz) else np.array(lab.shape) // 2
     colours = np.zeros((256, 4))

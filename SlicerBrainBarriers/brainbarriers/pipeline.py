@@ -21,7 +21,7 @@ from . import geometry
 from .bundles import Bundle
 from .errors import InputError
 from .preprocessing import array_axis, stack_channels
-from .structures import MODALITIES, FineTarget, output_label, targets_for_labels
+from .structures import MODALITIES, FineTarget, fine_target, output_label, targets_for_labels
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -242,7 +242,7 @@ class Segmenter:
         self._device = device
         self._runner = None  # torch is imported on first use, after the inputs are checked
         self._nets: dict[str, object] = {}
-        chosen = [t for t in targets_for_labels(self.options.structures)]
+        chosen = list(targets_for_labels(self.options.structures))
         missing = [t.key for t in chosen if t.key not in bundle.structures]
         if self.options.structures and missing:
             raise InputError(f"model {bundle.id} does not segment {', '.join(missing)}; it segments {', '.join(bundle.structures)}")
@@ -380,6 +380,4 @@ class Segmenter:
 
 def output_labels_for(targets: list[str]) -> list[int]:
     """Output label values produced by a list of fine-target keys (sinus parts -> 3)."""
-    from .structures import fine_target
-
     return sorted({output_label(fine_target(k).label).value for k in targets})

@@ -16,6 +16,10 @@ from .networks.inference import inference_context, prepare_for_inference
 from .networks.padding import predict_padded
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def choose_device(name: str = "auto") -> torch.device:
     """"auto" -> cuda, then mps, then cpu; an explicit device that is absent is refused."""
     from .errors import BrainBarriersError
@@ -23,12 +27,12 @@ def choose_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise BrainBarriersError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if name == "mps" and not _mps_available():
         raise BrainBarriersError("--device mps: Apple MPS is not available; use --device cpu")
     if name not in ("cpu", "cuda", "mps"):
         raise BrainBarriersError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
@@ -128,7 +132,7 @@ class Runner:
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
         spatial = x.shape[2:]
         roi = tuple(min(int(s), int(m)) for s, m in zip(spatial, max_shape))
-        if tuple(roi) == tuple(spatial):
+        if roi == tuple(spatial):
             return self.forward_tta(net, x, flip_axes)[0].numpy()
         starts = list(itertools.product(*[tile_starts(s, r, overlap) for s, r in zip(spatial, roi)]))
         weight = gaussian_weight(roi)

@@ -9,6 +9,7 @@ size and SHA-256 before anything is read; ``Bundle.build_network`` builds a netw
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -115,8 +116,6 @@ class Bundle:
         path = self.path / spec["file"]
         expected = {f["path"]: f["sha256"] for f in self.manifest["files"]}.get(spec["file"])
         data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
-        import hashlib
-
         if hashlib.sha256(data).hexdigest() != expected:
             raise BundleError(f"model {self.id}: SHA-256 mismatch for {spec['file']} (corrupt or tampered)")
         options = {**spec["options"], **overrides}

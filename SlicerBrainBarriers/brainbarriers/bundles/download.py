@@ -169,6 +169,6 @@ def download_bundle(entry: dict, progress: Callable[[int, int | None], None] | N
     zip_path = downloads / f"{entry['id']}-{entry['version']}.zip"
     download_file(entry["url"], zip_path, entry.get("sha256"), entry.get("size"), progress=progress)
     try:
-        return import_bundle(zip_path, entry.get("sha256"))
+        return import_bundle(zip_path)  # download_file has checked the zip's size and SHA-256
     finally:
         zip_path.unlink(missing_ok=True)

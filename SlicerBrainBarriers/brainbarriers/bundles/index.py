@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import BundleError
-from .cache import find_installed, installed_bundles
+from .cache import _version_key, find_installed, installed_bundles
 
 INDEX_ENV = "BRAINBARRIERS_MODELS_INDEX"
 SHIPPED_INDEX = Path(__file__).with_name("models_index.json")
@@ -33,12 +33,11 @@ def load_index(path: str | Path | None = None) -> list[dict]:
 
 def find_entry(name: str, index: list[dict] | None = None) -> dict:
     """Index entry for ``id`` or ``id@version`` (newest version when not given)."""
-    from .cache import _version_key
-
+    index = index or load_index()
     model_id, _, version = name.partition("@")
-    entries = [e for e in (index or load_index()) if e["id"] == model_id and (not version or e["version"] == version)]
+    entries = [e for e in index if e["id"] == model_id and (not version or e["version"] == version)]
     if not entries:
-        known = sorted({e["id"] for e in (index or load_index())})
+        known = sorted({e["id"] for e in index})
         raise BundleError(f"model '{name}' is not in the models index; known: {', '.join(known)}")
     return max(entries, key=lambda e: _version_key(e["version"]))
 

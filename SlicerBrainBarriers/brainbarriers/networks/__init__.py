@@ -27,16 +27,12 @@ def _check(name: str, options: dict, allowed) -> None:
 
 def build(name: str, in_channels: int, out_channels: int, **options) -> nn.Module:
     """Build a network by name with default (paper) settings overridden by ``options``."""
-    if name == "hmrnet-p":
-        _check(name, options, _HMR_P_OPTIONS)
+    if name in ("hmrnet-p", "hmrnet-s"):
+        variant = name[-1]
+        _check(name, options, _HMR_S_OPTIONS if variant == "s" else _HMR_P_OPTIONS)
         if "mr_widths" in options:
             options["mr_widths"] = tuple(options["mr_widths"])
-        return HMRNet(in_channels, out_channels, variant="p", **options)
-    if name == "hmrnet-s":
-        _check(name, options, _HMR_S_OPTIONS)
-        if "mr_widths" in options:
-            options["mr_widths"] = tuple(options["mr_widths"])
-        return HMRNet(in_channels, out_channels, variant="s", **options)
+        return HMRNet(in_channels, out_channels, variant=variant, **options)
     if name == "coarse-unet":
         allowed = [p for p in inspect.signature(CoarseUNet).parameters if p not in ("in_channels", "out_channels")]
         _check(name, options, allowed)

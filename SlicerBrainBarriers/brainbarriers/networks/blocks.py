@@ -48,10 +48,6 @@ class ConvUnit(nn.Sequential):
             make_activation(activation),
         )
 
-    @property
-    def conv(self) -> nn.Conv3d:
-        return self[0]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self[1]
         if (torch.is_grad_enabled() or not isinstance(norm, nn.InstanceNorm3d)
@@ -111,11 +107,6 @@ class SeparableUnit(nn.Sequential):
             ConvUnit(cout, cout, inter, activation),
             ConvUnit(cout, cout, intra, activation),
         )
-
-    @property
-    def conv(self) -> nn.Conv3d:
-        """The first convolution (the only one that sees the block's input channels)."""
-        return self[0][0]
 
 
 def conv_unit(cin: int, cout: int, activation: str, inter_slice_axis: int | None) -> nn.Module:
