@@ -235,3 +235,140 @@ def run_block_on_concat(block: ConvBlock, full: torch.Tensor, low: torch.Tensor,
     if isinstance(first, SeparableUnit):
         x = first[2](first[1](x))
     return block[1](x)
+
+
+# ---------------------------------------------------------------- blocks of the comparison networks
+
+
+class OutputList(list):
+    """Training-mode outputs: ``[full, 1/2, 1/4, ...]`` segmentation logits (what DeepSupervisionLoss
+    reads) plus ``aux``, a dict of the extra heads a network has (contours, heat maps, ROI masks)."""
+
+    def __init__(self, outputs, aux: dict | None = None):
+        super().__init__(outputs)
+        self.aux = dict(aux or {})
+
+
+def kernel_for(kind: str, axis: int | None) -> list[tuple[int, int, int]]:
+    """Kernels of one 'conv' of a block: ``"3d"`` -> [3x3x3]; ``"sep"`` -> intra 3x3x1 then inter 1x1x3
+    (the separable factorisation of 3D SepNet) around ``axis``."""
+    if kind == "3d":
+        return [(3, 3, 3)]
+    if kind == "sep":
+        ax = 0 if axis is None else axis
+        return [axis_kernel(3, ax, along=False), axis_kernel(3, ax, along=True)]
+    raise ValueError(f"unknown conv kind {kind!r} (3d or sep)")
+
+
+class ChannelSE(nn.Module):
+    """cSE (Hu et al.; Roy et al.): x * sigmoid(W2 relu(W1 GAP(x))); ``reduction`` r gives C/r hidden units."""
+
+    def __init__(self, channels: int, reduction: int = 2):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv3d(channels, hidden, 1)
+        self.fc2 = nn.Conv3d(hidden, channels, 1)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3, 4), keepdim=True)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class SpatialSE(nn.Module):
+    """sSE (Roy et al.): x * sigmoid(conv1x1x1_{C->1}(x)), a per-voxel gate shared by all channels."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv3d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.conv(x))
+
+
+class ConcurrentSE(nn.Module):
+    """scSE (Roy et al.): element-wise max of the cSE and sSE outputs (the journal version's best
+    aggregation; ``combine="add"`` gives the conference version's sum)."""
+
+    def __init__(self, channels: int, reduction: int = 2, combine: str = "max"):
+        super().__init__()
+        if combine not in ("max", "add"):
+            raise ValueError("combine must be 'max' or 'add'")
+        self.cse, self.sse, self.combine = ChannelSE(channels, reduction), SpatialSE(channels), combine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.cse(x), self.sse(x)
+        return torch.maximum(a, b) if self.combine == "max" else a + b
+
+
+def make_attention(kind: str | None, channels: int) -> nn.Module:
+    if kind is None:
+        return nn.Identity()
+    table = {"cse": lambda: ChannelSE(channels), "sse": lambda: SpatialSE(channels),
+             "scse": lambda: ConcurrentSE(channels)}
+    if kind not in table:
+        raise ValueError(f"unknown attention {kind!r} (cse, sse, scse or None)")
+    return table[kind]()
+
+
+class UnitStack(nn.Sequential):
+    """Conv units for one 'conv' of a block (one 3x3x3 unit, or the separable 3x3x1 + 1x1x3 pair)."""
+
+    def __init__(self, cin: int, cout: int, activation: str = "relu", kind: str = "3d", axis: int | None = None,
+                 stride: int | tuple[int, int, int] = 1, dilation: int | tuple[int, int, int] = 1):
+        units = []
+        for i, k in enumerate(kernel_for(kind, axis)):
+            units.append(DilatedUnit(cin if i == 0 else cout, cout, k, activation, stride if i == 0 else 1, dilation))
+        super().__init__(*units)
+
+
+class DilatedUnit(nn.Sequential):
+    """Conv3d (same padding, optional dilation) -> InstanceNorm3d(affine) -> activation."""
+
+    def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), activation: str = "relu", stride=1, dilation=1,
+                 act: bool = True):
+        dil = (dilation,) * 3 if isinstance(dilation, int) else tuple(dilation)
+        pad = tuple(d * (k // 2) for k, d in zip(kernel, dil))
+        layers = [nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad, dilation=dil),
+                  nn.InstanceNorm3d(cout, affine=True, eps=1e-5)]
+        if act:
+            layers.append(make_activation(activation))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Residual block: unit -> unit (no activation) + shortcut (1x1x1 conv+IN when shape changes),
+    then the activation; optional attention (e.g. SE) on the residual branch before the sum."""
+
+    def __init__(self, cin: int, cout: int, activation: str = "relu", kind: str = "3d", axis: int | None = None,
+                 stride=1, dilation=1, attention: str | None = None):
+        super().__init__()
+        self.body = nn.Sequential(
+            UnitStack(cin, cout, activation, kind, axis, stride, dilation),
+            *[DilatedUnit(cout, cout, k, activation, 1, dilation, act=(i < len(kernel_for(kind, axis)) - 1))
+              for i, k in enumerate(kernel_for(kind, axis))],
+        )
+        self.attention = make_attention(attention, cout)
+        needs_proj = cin != cout or stride != 1
+        self.shortcut = (nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride), nn.InstanceNorm3d(cout, affine=True))
+                         if needs_proj else nn.Identity())
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.attention(self.body(x)) + self.shortcut(x))
+
+
+class PlainBlock(nn.Sequential):
+    """Two convs (3D or separable), then optional attention (cSE / sSE / scSE)."""
+
+    def __init__(self, cin: int, cout: int, activation: str = "relu", kind: str = "3d", axis: int | None = None,
+                 stride=1, dilation=1, attention: str | None = None):
+        super().__init__(UnitStack(cin, cout, activation, kind, axis, stride, dilation),
+                         UnitStack(cout, cout, activation, kind, axis, 1, dilation),
+                         make_attention(attention, cout))
+
+
+def same_size_up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Trilinear resampling of ``x`` to the spatial size of ``like``."""
+    return resize_to(x, like.shape[2:])
