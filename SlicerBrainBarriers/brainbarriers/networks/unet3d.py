@@ -12,7 +12,8 @@ concatenation, a 1x1x1 head. What changes between the names is the block:
   intra-slice only, so thin structures keep their through-plane resolution longest.
 
 Widths are not stated in the HMRNet paper, only that its U-Net had 2.7 M parameters: the default
-widths (20, 40, 80, 160) give 2.4-2.9 M parameters for the variants (see docs/networks.md).
+widths (22, 44, 88, 176) (four levels, as the original 3D U-Net) give 2.65-2.70 M parameters;
+``sepnet3d`` (about half the weights per level) defaults to five levels (16 ... 256): 2.77 M.
 None of the Table VI baselines used deep supervision; ``deep_supervision=True`` adds nnU-Net-style
 1x1x1 heads on the decoder levels at 1/2, 1/4, 1/8 (training mode only).
 """
@@ -39,7 +40,7 @@ class UNet3D(nn.Module):
 
     Args:
         in_channels, out_channels: input modalities, output classes.
-        widths: per-level widths, full resolution first (default (20, 40, 80, 160): four levels).
+        widths: per-level widths, full resolution first (default (22, 44, 88, 176): four levels).
         block: "plain" (two units) or "res" (residual).
         attention: None, "cse", "sse" or "scse" after each block.
         kind: "3d" (3x3x3) or "sep" (3x3x1 + 1x1x3 along ``inter_slice_axis``).
@@ -49,7 +50,7 @@ class UNet3D(nn.Module):
         deep_supervision: training-mode outputs [full, 1/2, 1/4, 1/8].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, widths=(20, 40, 80, 160), block: str = "plain",
+    def __init__(self, in_channels: int, out_channels: int, widths=(22, 44, 88, 176), block: str = "plain",
                  attention: str | None = None, kind: str = "3d", inter_slice_axis: int | None = None,
                  inplane_levels: int = 1, activation: str = "relu", deep_supervision: bool = False):
         super().__init__()
