@@ -106,8 +106,8 @@ class HMEDN(nn.Module):
         super().__init__()
         widths = [int(w) for w in widths]
         n = len(widths)
-        if n < 4:
-            raise ValueError("widths needs at least four stages (three side outputs)")
+        if n < 3:
+            raise ValueError("widths needs at least three stages")
         if hr_stage is not None and not 0 <= hr_stage < n - 1:
             raise ValueError(f"hr_stage must be in 0..{n - 2} or None")
         self.required_multiple = (2 ** (n - 1),) * 3
@@ -126,10 +126,12 @@ class HMEDN(nn.Module):
             self.ups.append(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, stride=2))
             extra = hr_width if i == hr_stage else 0
             self.decoder.append(DenseBlock(2 * widths[i] + extra, widths[i], dense_layers, activation=activation))
-        # side outputs on the decoder stages at 1/8, 1/4, 1/2 (decoder indices n-4, n-3, n-2)
-        self.side_heads = nn.ModuleList([nn.Conv3d(widths[i], out_channels, 1) for i in (3, 2, 1)])
-        self.final = nn.Conv3d(widths[0] + 3 * out_channels, out_channels, 1)
-        self.contour = nn.Conv3d(widths[0] + 3 * out_channels, 1, 1) if contour else None
+        # side outputs on the decoder stages at 1/2, 1/4, 1/8 (as many as there are, up to three)
+        self.side_stages = tuple(range(1, min(3, n - 2) + 1))
+        self.side_heads = nn.ModuleList([nn.Conv3d(widths[i], out_channels, 1) for i in self.side_stages])
+        merged = widths[0] + len(self.side_stages) * out_channels
+        self.final = nn.Conv3d(merged, out_channels, 1)
+        self.contour = nn.Conv3d(merged, 1, 1) if contour else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | OutputList:
         skips = []
@@ -150,8 +152,8 @@ class HMEDN(nn.Module):
             if stage == self.hr_stage:
                 parts.append(hr)
             x = dec(torch.cat(parts, 1))
-            if 1 <= stage <= 3:
-                sides.append(self.side_heads[3 - stage](x))
+            if stage in self.side_stages:
+                sides.insert(0, self.side_heads[stage - 1](x))  # finest first
         size = x.shape[2:]
         feats = torch.cat([x] + [resize_to(s, size) for s in sides], 1)
         out = self.final(feats)
@@ -161,5 +163,5 @@ class HMEDN(nn.Module):
                 aux["hr"] = self.hr_head(hr)
             if self.contour is not None:
                 aux["contour"] = self.contour(feats)
-            return OutputList([out, sides[2], sides[1], sides[0]], aux)
+            return OutputList([out] + sides, aux)
         return as_float32(out)
