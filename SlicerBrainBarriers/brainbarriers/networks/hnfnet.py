@@ -98,7 +98,7 @@ class EMA(nn.Module):
         n, c = x.shape[:2]
         shape = x.shape[2:]
         flat = x.reshape(n, c, -1).float()
-        mu0 = self.mu.expand(n, -1, -1).to(flat.dtype)
+        mu0 = self.mu.expand(n, -1, -1).to(flat.dtype, copy=True)  # the buffer is updated below
         z, mu = self.em(flat, mu0)
         if self.training:
             with torch.no_grad():
