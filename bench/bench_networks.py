@@ -1,6 +1,16 @@
-"""Forward time and peak memory of HMRNet-p / HMRNet-s on one crop, against a plain eager baseline.
+"""Forward time and peak memory of HMRNet-p / HMRNet-s on one crop, against a plain eager baseline;
+and (``--zoo``) parameters, MACs, forward time and peak memory of every network of the factory.
 
     .venv/bin/python bench/bench_networks.py [--size 96] [--repeats 5] [--threads 2] [--variants p s]
+    .venv/bin/python bench/bench_networks.py --zoo [--size 96] [--device cpu|cuda] [--networks unet3d hmedn]
+    .venv/bin/python bench/bench_networks.py --params-table    # the table of docs/networks.md
+
+``--zoo``: every network is built with its default (paper) settings, 3 input channels and 2 output
+classes, random weights, and runs in its own subprocess on a crop of ``--size``^3 padded to the
+network's required multiple: one warm-up, then the median of ``repeats`` fp32 forwards in eval and
+inference mode. Peak memory is the process's peak RSS on CPU, torch.cuda.max_memory_allocated on
+CUDA. MACs come from brainbarriers.networks.complexity (forward hooks on conv/transposed conv/linear
+layers plus EMA's matrix products; norms, activations, pooling and interpolation not counted).
 
 Every configuration runs in its own subprocess (so peak RSS is per configuration): batch 1,
 three input channels, torch.set_num_threads(threads), one warm-up then the median of ``repeats``
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -88,6 +99,104 @@ def worker(args) -> None:
                       "rss_before_forward_mb": rss_before}))
 
 
+# Published parameter counts / MACs (source in brackets); "-" where the paper gives none.
+PAPER = {
+    "hmrnet-p": ("3.4 M (HMRNet paper, HR 16; release HR 8: 3.12 M)", "234.15 G, crop not stated"),
+    "hmrnet-s": ("-", "-"),
+    "coarse-unet": ("- (nnU-Net plans per data set)", "-"),
+    "unet3d": ("2.7 M (HMRNet paper, Sec. V)", "116.45 G, crop not stated"),
+    "res-unet3d": ("-", "-"),
+    "unet3d-cse": ("-", "-"),
+    "unet3d-sse": ("-", "-"),
+    "unet3d-scse": ("-", "-"),
+    "sepnet3d": ("-", "-"),
+    "focusnet": ("-", "-"),
+    "hnf-netv2": ("17.91 M (HNF-Netv2 Table 1; 4 MR inputs)", "449.79 G FLOPs at their crop"),
+    "hmedn": ("4.39 M (HMEDN Table VI, 3D Proposed-L2; 4 inputs)", "-"),
+    "focusnetv2": ("-", "-"),
+}
+
+
+def zoo_worker(args) -> None:
+    import torch
+    from brainbarriers.networks import build
+    from brainbarriers.networks.complexity import count_macs, count_parameters
+    from brainbarriers.networks.inference import inference_context, prepare_for_inference
+    from brainbarriers.networks.padding import pad_to_multiple
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = build(args.network, 3, 2)
+    params = count_parameters(net)
+    x, _ = pad_to_multiple(torch.randn(1, 3, args.size, args.size, args.size), net.required_multiple)
+    if args.macs_only:
+        print(json.dumps({"params": params, "macs": count_macs(net, tuple(x.shape[2:])), "median_s": float("nan"),
+                          "peak_mb": float("nan"), "shape": list(x.shape[2:])}))
+        return
+    net = prepare_for_inference(net.to(device))
+    x = x.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(args.repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with inference_context(device, "fp32"):
+            out = net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+        del out
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb())
+    macs = count_macs(net.cpu().float(), tuple(x.shape[2:]))
+    print(json.dumps({"params": params, "macs": macs, "median_s": statistics.median(times), "peak_mb": peak,
+                      "shape": list(x.shape[2:])}))
+
+
+def run_zoo(args) -> None:
+    import torch
+    from brainbarriers.networks import NAMES
+
+    names = args.networks or list(NAMES)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    what = "peak RSS" if device == "cpu" else "peak CUDA memory allocated"
+    print(f"crop {args.size}^3 x 3 channels (padded to each network's multiple), batch 1, fp32, {device}, "
+          f"{args.threads} threads, median of {args.repeats} after 1 warm-up, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()} {os.cpu_count()} CPUs")
+    print(f"{'network':12s} {'params':>11s} {'GMAC':>8s} {'time s':>8s} {'memory MB':>10s}  padded crop   paper params / MACs")
+    for name in names:
+        cmd = [sys.executable, __file__, "--zoo-worker", "--network", name, "--size", str(args.size),
+               "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", device]
+        if args.macs_only:
+            cmd.append("--macs-only")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{name:12s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        paper = PAPER.get(name, ("-", "-"))
+        print(f"{name:12s} {r['params']:>11,d} {r['macs'] / 1e9:8.2f} {r['median_s']:8.3f} {r['peak_mb']:10.0f}  "
+              f"{'x'.join(map(str, r['shape'])):12s}  {paper[0]} / {paper[1]}", flush=True)
+    print(f"memory: {what}; MACs: forward hooks (brainbarriers.networks.complexity)")
+
+
+def params_table() -> None:
+    """The parameter table of docs/networks.md (3 input channels, 2 classes, default options)."""
+    from brainbarriers.networks import ZOO, build
+    from brainbarriers.networks.complexity import count_parameters
+
+    print("| network | ours (parameters) | paper |")
+    print("|---|---:|---|")
+    for name in ("hmrnet-p", "hmrnet-s", "coarse-unet") + ZOO:
+        net = build(name, 3, 7 if name == "coarse-unet" else 2)
+        print(f"| `{name}` | {count_parameters(net):,d} | {PAPER.get(name, ('-', '-'))[0]} |")
+
+
 def load_state(path: str) -> dict:
     import torch
 
@@ -127,6 +236,13 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=[], metavar="VARIANT=PATH",
                         help="state_dict files (safetensors or torch weights-only) to use instead of random "
                              "initialisation, e.g. p=fine_cerebellum.safetensors; makes the bf16 agreement meaningful")
+    parser.add_argument("--zoo", action="store_true", help="parameters, MACs, time and memory of every network")
+    parser.add_argument("--networks", nargs="+", help="with --zoo: only these networks")
+    parser.add_argument("--device", default="auto", help="with --zoo: cpu, cuda or auto (cuda when present)")
+    parser.add_argument("--macs-only", action="store_true", help="with --zoo: parameters and MACs, no timing")
+    parser.add_argument("--params-table", action="store_true", help="print the parameter table of docs/networks.md")
+    parser.add_argument("--zoo-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--network", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -134,6 +250,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.zoo_worker:
+        zoo_worker(args)
+        return
+    if args.params_table:
+        params_table()
+        return
+    if args.zoo:
+        run_zoo(args)
         return
 
     import numpy as np

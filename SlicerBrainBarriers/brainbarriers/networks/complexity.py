@@ -48,8 +48,10 @@ def count_macs(net: nn.Module, shape: tuple[int, ...], in_channels: int = 3) -> 
             handles.append(m.register_forward_hook(linear_hook))
         elif hasattr(m, "extra_macs"):
             handles.append(m.register_forward_hook(extra_hook))
-    was_training = net.training
+    was_training, fast = net.training, getattr(net, "fast_inference", None)
     net.eval()
+    if fast is not None:  # HMRNet's lean path calls F.conv3d directly, which no hook sees; same arithmetic
+        net.fast_inference = False
     try:
         with torch.no_grad():
             net(torch.zeros(1, in_channels, *shape))
@@ -57,4 +59,6 @@ def count_macs(net: nn.Module, shape: tuple[int, ...], in_channels: int = 3) -> 
         for h in handles:
             h.remove()
         net.train(was_training)
+        if fast is not None:
+            net.fast_inference = fast
     return total
