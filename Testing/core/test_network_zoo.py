@@ -24,6 +24,7 @@ from brainbarriers.networks.complexity import count_macs, count_parameters
 from brainbarriers.networks.focusnet import ShapeAutoencoder
 from brainbarriers.networks.hmedn import DilatedResBlock
 from brainbarriers.networks.hnfnet import EMA, IntraSDE
+from brainbarriers.networks.inference import inference_context
 from brainbarriers.networks.padding import pad_to_multiple, predict_padded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +64,9 @@ def test_odd_crop_shapes(name):
         out = predict_padded(net, x)
     assert out.shape == (1, 3, 13, 18, 21) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
+    with inference_context("cpu", "bf16"):  # the pipeline's "auto" precision on bf16-capable CPUs
+        low = predict_padded(net, x)
+    assert low.shape == out.shape and low.dtype == torch.float32 and torch.isfinite(low).all()
     net.train()
     padded, _ = pad_to_multiple(x, net.required_multiple)
     outs = net(padded)
@@ -369,3 +373,4 @@ def test_overfit(name, extra, phantom, loss_kind):
 
     dice, steps = _overfit(net, step, x, label)
     assert dice > 0.9, (dice, steps)
+    print(f"{name} {phantom}: Dice {dice:.3f} after {steps} steps")
