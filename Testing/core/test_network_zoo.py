@@ -374,3 +374,34 @@ def test_overfit(name, extra, phantom, loss_kind):
     dice, steps = _overfit(net, step, x, label)
     assert dice > 0.9, (dice, steps)
     print(f"{name} {phantom}: Dice {dice:.3f} after {steps} steps")
+
+
+def test_adversarial_step_updates_each_side_on_its_own_loss():
+    """G steps on L_seg + lambda1 L_shape, D on L_rec - lambda2 L_shape of the same predictions, and
+    neither update leaks gradients into the other side."""
+    import copy
+
+    torch.manual_seed(0)
+    label = _blob()
+    x, target = _image(label), label[None, None]
+    net = build("focusnetv2", 3, 2, **{**TINY["focusnetv2"], "roi_size": (8, 8, 8)})
+    adversary = ShapeAdversary(ShapeAutoencoder((4, 4)))
+    net0, aae0 = copy.deepcopy(net), copy.deepcopy(adversary.aae)
+    opt_g = torch.optim.SGD(net.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(adversary.aae.parameters(), lr=0.1)
+    loss = FocusNetLoss()
+    adversarial_step(net, loss, adversary, opt_g, opt_d, x, target)
+
+    # expected G update: gradient of L_seg + 5 L_shape with the autoencoder as it was
+    ref_adv = ShapeAdversary(copy.deepcopy(aae0))
+    net0.train()
+    out0 = net0(x)
+    (loss(out0, target) + ref_adv.generator_term(out0, target)).backward()
+    for p, p0 in zip(net.parameters(), net0.parameters()):
+        want = p0.detach() - 0.1 * (p0.grad if p0.grad is not None else 0)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-4, atol=1e-6)
+    # expected D update: gradient of L_rec - 0.001 L_shape alone, from the same predictions
+    ref_adv.aae.zero_grad()
+    ref_adv.discriminator_loss(out0, target).backward()
+    for p, p0 in zip(adversary.aae.parameters(), ref_adv.aae.parameters()):
+        torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * p0.grad, rtol=1e-4, atol=1e-6)
