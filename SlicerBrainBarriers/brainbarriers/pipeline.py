@@ -211,10 +211,14 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
     return img
 
 
+#: Networks with an ``inter_slice_axis`` option (named here, not imported: networks imports torch).
+SLICE_AXIS_NETWORKS = ("hmrnet-s", "sepnet3d")
+
+
 def fine_axes(target: FineTarget, spec: dict, grid: sitk.Image) -> tuple[int | None, int | None]:
     """(axis the data needs, axis the network was trained with) for an -s target; (None, None) for -p."""
     slice_axis = spec.get("slice_axis") or target.slice_axis
-    if spec["architecture"] != "hmrnet-s" or slice_axis is None:
+    if spec["architecture"] not in SLICE_AXIS_NETWORKS or slice_axis is None:
         return None, None
     needed = array_axis(grid.GetDirection(), slice_axis)
     trained = spec["options"].get("inter_slice_axis")

@@ -405,3 +405,15 @@ def test_adversarial_step_updates_each_side_on_its_own_loss():
     ref_adv.discriminator_loss(out0, target).backward()
     for p, p0 in zip(adversary.aae.parameters(), ref_adv.aae.parameters()):
         torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * p0.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_pipeline_knows_which_networks_take_an_inter_slice_axis():
+    from brainbarriers.networks import NAMES
+    from brainbarriers.pipeline import SLICE_AXIS_NETWORKS
+
+    for name in NAMES:
+        if name in SLICE_AXIS_NETWORKS:
+            build(name, 3, 2, inter_slice_axis=1)
+        else:
+            with pytest.raises(TypeError):
+                build(name, 3, 2, inter_slice_axis=1)
