@@ -1,4 +1,4 @@
-"""Building blocks shared by HMRNet-p, HMRNet-s and the coarse U-Net.
+"""Building blocks shared by HMRNet-p, HMRNet-s, the coarse U-Net and the comparison networks.
 
 Every convolution is followed by an affine InstanceNorm and an activation ("conv unit"). A conv
 block is two conv units. In the 2.5D ("separable") variant each 3x3x3 conv unit is replaced by
