@@ -101,7 +101,7 @@ def worker(args) -> None:
 
 # Published parameter counts / MACs (source in brackets); "-" where the paper gives none.
 PAPER = {
-    "hmrnet-p": ("3.4 M (HMRNet paper, HR 16; release HR 8: 3.12 M)", "234.15 G, crop not stated"),
+    "hmrnet-p": ("3.4 M (HMRNet paper, HR 16; release HR 8: 3.12 M)", "234.15 G at HR 16, crop not stated"),
     "hmrnet-s": ("-", "-"),
     "coarse-unet": ("- (nnU-Net plans per data set)", "-"),
     "unet3d": ("2.7 M (HMRNet paper, Sec. V)", "116.45 G, crop not stated"),
@@ -180,9 +180,11 @@ def run_zoo(args) -> None:
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         paper = PAPER.get(name, ("-", "-"))
-        print(f"{name:12s} {r['params']:>11,d} {r['macs'] / 1e9:8.2f} {r['median_s']:8.3f} {r['peak_mb']:10.0f}  "
+        timing = (f"{'-':>8s} {'-':>10s}" if args.macs_only
+                  else f"{r['median_s']:8.3f} {r['peak_mb']:10.0f}")
+        print(f"{name:12s} {r['params']:>11,d} {r['macs'] / 1e9:8.2f} {timing}  "
               f"{'x'.join(map(str, r['shape'])):12s}  {paper[0]} / {paper[1]}", flush=True)
-    print(f"memory: {what}; MACs: forward hooks (brainbarriers.networks.complexity)")
+    print(f"memory: {what}; MACs: forward hooks (brainbarriers.networks.complexity); 2 output classes throughout")
 
 
 def params_table() -> None:
