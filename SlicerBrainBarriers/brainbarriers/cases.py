@@ -36,10 +36,15 @@ def run_case(
     overwrite: bool = False,
     overview: bool = False,
     challenge: bool = False,
+    extra: dict | None = None,
 ) -> dict[str, str]:
-    """Segment one case and write its outputs atomically; returns {kind: path}."""
+    """Segment one case and write its outputs atomically; returns {kind: path}.
+
+    ``extra``: more outputs as ``{kind: (path, writer(tmp_path, result, values, bundle))}`` (DICOM).
+    """
     check_case_name(case)
-    paths = export.output_paths(out_dir, case, overview, challenge)
+    extra = extra or {}
+    paths = {**export.output_paths(out_dir, case, overview, challenge), **{k: p for k, (p, _) in extra.items()}}
     export.prepare_output_dir(out_dir, paths, overwrite)
     segmenter.bundle.used_modalities(list(inputs))  # refuse an unsupported subset before reading
     segmenter.progress("load", 0.01, "reading the input images")
@@ -54,6 +59,8 @@ def run_case(
             export.write_labels(out.temp["challenge"], result.labels, compress=False)
         if overview:
             export.write_overview(out.temp["overview"], images[result.reference], result.labels)
+        for kind, (_, write) in extra.items():
+            write(out.temp[kind], result, values, segmenter.bundle)
         report = export.build_report(
             result, segmenter.bundle, {m: str(Path(p).resolve()) for m, p in inputs.items()}, case,
             segmenter.options.quality, values,
@@ -102,8 +109,11 @@ def case_done(out_dir: str | Path, case: str) -> bool:
 
 
 def run_batch(segmenter: Segmenter, cases: list[CaseFiles], out_dir: str | Path, overwrite: bool = False,
-              overview: bool = False, challenge: bool = False, log=None) -> list[dict]:
-    """Run every case; finished cases are skipped, a failing case does not stop the others."""
+              overview: bool = False, challenge: bool = False, log=None, extra=None) -> list[dict]:
+    """Run every case; finished cases are skipped, a failing case does not stop the others.
+
+    ``extra``: a function of a case giving ``run_case``'s extra outputs (DICOM exports).
+    """
     import time
 
     rows = []
@@ -115,7 +125,7 @@ def run_batch(segmenter: Segmenter, cases: list[CaseFiles], out_dir: str | Path,
         if log:
             log(f"[{n + 1}/{len(cases)}] {c.case}")
         try:
-            run_case(segmenter, c.inputs, out_dir, c.case, overwrite, overview, challenge)
+            run_case(segmenter, c.inputs, out_dir, c.case, overwrite, overview, challenge, extra(c) if extra else None)
             rows.append({"case": c.case, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), "message": ""})
         except BrainBarriersError as exc:
             if getattr(exc, "exit_code", 0) in (130, 143):

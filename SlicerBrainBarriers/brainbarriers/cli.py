@@ -41,6 +41,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument("--dicom-seg", action="store_true", help="also write <case>_seg.dcm (DICOM SEG; DICOM reference input)")
+    p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm (DICOM RTSTRUCT; DICOM reference input)")
+
+
+def _dicom_extra(args, inputs: dict, case: str) -> dict:
+    """The DICOM outputs asked for (checked before any segmentation); {} without the flags."""
+    if not (args.dicom_seg or args.rtstruct):
+        return {}
+    from .dicom.outputs import dicom_outputs
+
+    return dicom_outputs(inputs, args.output, case, args.dicom_seg, args.rtstruct)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,9 +140,11 @@ def cmd_segment(args, progress) -> int:
     case = args.case or case_name(inputs[next(m for m in MODALITIES if m in inputs)])
     from .export import output_paths, prepare_output_dir
 
-    prepare_output_dir(args.output, output_paths(args.output, case, args.overview, args.challenge_format), args.overwrite)
+    extra = _dicom_extra(args, inputs, case)
+    paths = {**output_paths(args.output, case, args.overview, args.challenge_format), **{k: p for k, (p, _) in extra.items()}}
+    prepare_output_dir(args.output, paths, args.overwrite)
     segmenter = _segmenter(args, progress)
-    outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format)
+    outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format, extra)
     notes = segmenter.runner.notes
     message = f"segmented {case} on {segmenter.runner.device}" + (f" ({'; '.join(notes)})" if notes else "")
     progress.done(message, outputs)
@@ -150,9 +163,12 @@ def cmd_batch(args, progress) -> int:
 
     _check_structures(args.structures)
     cases = find_cases(args.input)
+    for c in cases:  # every reference must be a DICOM series before the first case runs
+        _dicom_extra(args, c.inputs, c.case)
     segmenter = _segmenter(args, progress)
     log = (lambda m: print(m, file=sys.stderr)) if args.progress != "json" else None
-    rows = run_batch(segmenter, cases, args.output, args.overwrite, args.overview, args.challenge_format, log)
+    rows = run_batch(segmenter, cases, args.output, args.overwrite, args.overview, args.challenge_format, log,
+                     lambda c: _dicom_extra(args, c.inputs, c.case))
     table = summary_table(rows)
     import csv
 

@@ -46,25 +46,28 @@ class SourceSeries:
         return row, col, np.cross(row, col)
 
 
-def _read_headers(folder: Path) -> list[tuple[Path, object]]:
+def _headers(folder: Path):
+    """(path, header) of every DICOM image file below ``folder``, in path order."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds and "SeriesInstanceUID" in ds:
-            found.append((path, ds))
-    return found
+            yield path, ds
+
+
+def _read_headers(folder: Path) -> list[tuple[Path, object]]:
+    return list(_headers(folder))
 
 
 def is_dicom_series(path: str | Path) -> bool:
     """True when ``path`` is a folder holding at least one DICOM image with a position."""
     path = Path(path).expanduser()
-    return path.is_dir() and bool(_read_headers(path))
+    return path.is_dir() and next(_headers(path), None) is not None
 
 
 def load_source_series(folder: str | Path, series_uid: str | None = None) -> SourceSeries:
