@@ -7,6 +7,9 @@ on purpose: the exports must write them empty, not drop them.
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,24 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "Resources" / "SampleData"
+DEMO_MODEL = REPO / "SlicerBrainBarriers" / "brainbarriers" / "models" / "brainbarriers-demo"
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m brainbarriers ARGS`` in a subprocess, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "brainbarriers", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 2, one line on stderr containing every needle, no traceback."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
 
 
 def write_series(image: sitk.Image, folder: Path, modality: str, study_uid: str, frame_uid: str,

@@ -9,8 +9,11 @@ gives back exactly the input mask.
 Orientation: outer boundaries run one way and hole boundaries the other (the foreground is always
 on the same side); at a corner where two foreground pixels touch only diagonally the trace turns
 towards the current pixel, so every loop is simple (loops may touch at a corner, never cross).
-Holes come out as separate loops inside their outer loop: readers that combine the contours of a
-slice by the even-odd (XOR) rule, as planning systems and plastimatch do, recover the hole.
+``boundary_loops`` gives holes as separate loops; ``keyhole_polygons`` joins every hole to its
+outer loop by a zero-width cut along a pixel edge (the keyhole technique of DICOM PS3.3 C.8.8.6),
+so that each polygon stands alone: readers that combine the contours of a slice by union (as
+plastimatch does by default) and readers that use the even-odd rule both recover the hole. The cut
+runs along pixel edges, never through a pixel centre, so it adds no area.
 """
 
 from __future__ import annotations
@@ -68,6 +71,72 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
+def signed_area(loop: np.ndarray) -> float:
+    """Shoelace area: positive for outer boundaries, negative for holes (see ``boundary_loops``)."""
+    x, y = loop[:, 0].astype(float), loop[:, 1].astype(float)
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def _inside(loop: np.ndarray, x: float, y: float) -> bool:
+    """Even-odd test of a point off the corner grid (half-integer coordinates) against one loop."""
+    x0, y0 = loop[:, 0], loop[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    vertical = x0 == x1
+    crosses = vertical & (x0 > x) & (np.minimum(y0, y1) < y) & (np.maximum(y0, y1) > y)
+    return bool(crosses.sum() % 2)
+
+
+def _top_left(loop: np.ndarray) -> int:
+    return int(np.lexsort((loop[:, 0], loop[:, 1]))[0])
+
+
+def _bridge(polygon: list[tuple[int, int]], hole: np.ndarray) -> list[tuple[int, int]]:
+    """Join ``hole`` to ``polygon`` by a vertical cut up from the hole's top-left corner."""
+    start = _top_left(hole)
+    hx, hy = (int(v) for v in hole[start])
+    best = None  # (hit y, edge index)
+    n = len(polygon)
+    for e in range(n):
+        (ax, ay), (bx, by) = polygon[e], polygon[(e + 1) % n]
+        if ay == by and ay < hy and min(ax, bx) <= hx <= max(ax, bx):
+            hit = ay
+        elif ax == bx == hx and min(ay, by) < hy:
+            hit = min(max(ay, by), hy)
+        else:
+            continue
+        if best is None or hit > best[0]:
+            best = (hit, e)
+    if best is None:  # cannot happen for a hole inside the polygon; keep the hole as its own loop
+        raise ValueError("hole outside its polygon")
+    hit, e = best
+    p = (hx, hit)
+    ring = [tuple(int(v) for v in pt) for pt in np.roll(hole, -start, axis=0)]
+    merged = polygon[: e + 1] + [p] + ring + [(hx, hy), p] + polygon[e + 1 :]
+    # Drop repeats where the cut starts on an existing vertex.
+    out = [pt for i, pt in enumerate(merged) if pt != merged[i - 1]]
+    return out
+
+
+def keyhole_polygons(mask: np.ndarray) -> list[np.ndarray]:
+    """One polygon per 4-connected foreground region of a 2D mask, its holes joined by keyhole cuts."""
+    loops = boundary_loops(mask)
+    outers = [loop for loop in loops if signed_area(loop) > 0]
+    holes = [loop for loop in loops if signed_area(loop) < 0]
+    areas = [signed_area(loop) for loop in outers]
+    children: list[list[np.ndarray]] = [[] for _ in outers]
+    for hole in holes:
+        x, y = hole[_top_left(hole)] + 0.5  # the hole's top-left pixel centre
+        parents = [i for i, loop in enumerate(outers) if _inside(loop, x, y)]
+        children[min(parents, key=lambda i: areas[i])].append(hole)
+    polygons = []
+    for outer, inner in zip(outers, children):
+        polygon = [tuple(int(v) for v in pt) for pt in outer]
+        for hole in sorted(inner, key=lambda h: tuple(h[_top_left(h)][::-1])):
+            polygon = _bridge(polygon, hole)
+        polygons.append(np.array(polygon, dtype=np.int64))
+    return polygons
+
+
 def _drop_collinear(points: np.ndarray) -> np.ndarray:
     prev = np.roll(points, 1, axis=0)
     nxt = np.roll(points, -1, axis=0)
@@ -76,7 +145,8 @@ def _drop_collinear(points: np.ndarray) -> np.ndarray:
 
 
 def fill_loops(loops: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """Even-odd fill of loops at pixel centres (the inverse of ``boundary_loops``; for tests and checks)."""
+    """Even-odd fill of all loops together at pixel centres (inverse of ``boundary_loops`` and of
+    ``keyhole_polygons``; for tests)."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     px, py = xs + 0.5, ys + 0.5
     inside = np.zeros(shape, dtype=bool)

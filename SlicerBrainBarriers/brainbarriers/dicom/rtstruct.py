@@ -2,9 +2,10 @@
 
 One ROI per output label (name, colour, RT ROI interpreted type ORGAN, generation algorithm
 AUTOMATIC, the structure table's code in RT ROI Identification Code Sequence), one CLOSED_PLANAR
-contour per boundary loop per slice, each referencing its slice's SOP Instance UID. Contours
-follow the voxel boundaries (``contours.boundary_loops``), so filling them gives back the labels
-exactly; holes are separate contours inside their outer contour (even-odd rule). A structure the
+contour per 4-connected region per slice, each referencing its slice's SOP Instance UID. Contours
+follow the voxel boundaries (``contours.keyhole_polygons``), so filling them gives back the labels
+exactly; holes are joined to their outer contour by zero-width keyhole cuts, so readers that
+union a slice's contours and readers that use the even-odd rule both keep them. A structure the
 result does not contain is listed with no contours.
 
 rt-utils was not used: it draws contours through voxel centres (OpenCV), which loses half a voxel
@@ -20,7 +21,7 @@ import SimpleITK as sitk
 
 from ..structures import PRIVATE_SCHEME, output_label
 from .common import MANUFACTURER, AlgorithmInfo, copy_patient_study, new_uid, now
-from .contours import boundary_loops
+from .contours import keyhole_polygons
 from .series import SourceSeries, check_matches_grid, label_array
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -50,13 +51,13 @@ def _image_ref(ds):
 
 
 def _slice_contours(series: SourceSeries, k: int, mask: np.ndarray) -> list[list[float]]:
-    """Patient-coordinate (LPS mm) points of every boundary loop of slice ``k``."""
+    """Patient-coordinate (LPS mm) points of every contour of slice ``k``."""
     ds = series.datasets[k]
     row_dir, col_dir, _ = series.orientation()
     row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
     origin = np.array([float(v) for v in ds.ImagePositionPatient])
     out = []
-    for loop in boundary_loops(mask):
+    for loop in keyhole_polygons(mask):
         # Corner (x, y) lies half a pixel before pixel centre (x, y): column index x - 0.5, row y - 0.5.
         i = loop[:, 0] - 0.5
         j = loop[:, 1] - 0.5
@@ -75,7 +76,7 @@ def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], 
     """The RTSTRUCT dataset (pydicom FileDataset) for ``labels`` on ``series``' grid."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     check_matches_grid(series, labels)
     arr = label_array(labels)
