@@ -54,6 +54,33 @@ def _dicom_extra(args, inputs: dict, case: str) -> dict:
     return dicom_outputs(inputs, args.output, case, args.dicom_seg, args.rtstruct)
 
 
+def _add_serve_parser(sub) -> None:
+    serve = sub.add_parser("serve", help="run the auto-contouring DICOM storage node (README: DICOM)")
+    serve.add_argument("--config", required=True, help="node configuration (JSON)")
+    serve.add_argument("--list", action="store_true", help="list the work folder's studies and their status, then exit")
+    serve.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args, progress) -> int:
+    from .dicom.outputs import require_libraries
+
+    require_libraries("pydicom", "highdicom", "pynetdicom")
+    from .dicom import node
+    from .dicom.config import load_config
+
+    config = load_config(args.config)
+    if args.list:
+        print(node.study_table(config))
+        return 0
+    node.setup_logging(config)
+    try:
+        node.serve(config)
+    except Cancelled:
+        print("brainbarriers: node stopped; unfinished studies go on at the next start", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="brainbarriers", description="HMRNet segmentation of the brain barriers from CT, T1, T2.")
     parser.add_argument("--version", action="version", version=f"brainbarriers {__version__}")
@@ -71,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input", "-i", required=True, help="folder NNN/NNN_ct.mha,... or CSV case,ct,t1,t2")
     _add_run_options(batch)
     batch.set_defaults(func=cmd_batch)
+
+    _add_serve_parser(sub)
 
     models = sub.add_parser("models", help="list, download, import, verify or locate model bundles")
     msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)

@@ -1,0 +1,190 @@
+"""The storage node against a real Orthanc: receive a study, segment it, store SEG and RTSTRUCT back;
+survive being killed mid-study without sending duplicates; report failed studies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dicom_helpers import DEMO_MODEL, sample_image, write_series
+from orthanc_helpers import Orthanc, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None,
+                                reason="Orthanc missing: run scripts/install_system_libs.sh")
+
+NODE_AET = "BRAINBARRIERS"
+
+
+def start_node(config: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "brainbarriers", "serve", "--config", str(config)],
+                            stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the node exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the node did not start listening")
+
+
+def study_state(work: Path) -> dict:
+    states = [json.loads(p.read_text()) for p in (work / "studies").glob("*/state.json")]
+    assert len(states) <= 1
+    return states[0] if states else {}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def node_config(tmp_path: Path, orthanc: Orthanc, port: int, **changes) -> Path:
+    config = {
+        "ae_title": NODE_AET, "host": "127.0.0.1", "port": port, "work_dir": str(tmp_path / "work"),
+        "quiet_seconds": 2, "model": str(DEMO_MODEL), "device": "cpu", "threads": 1,
+        "outputs": ["seg", "rtstruct"], "min_slices": 8,
+        "destination": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port},
+        **changes,
+    }
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_orthanc_round_trip_with_kills(tmp_path):
+    from pydicom.uid import generate_uid
+
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    series = tmp_path / "series"
+    ct_uids = write_series(sample_image("ct", shrink=2), series / "ct", "CT", study_uid, frame_uid, "CT head", 2)
+    write_series(sample_image("ct", shrink=8), series / "scout", "CT", study_uid, frame_uid, "Scout", 1)
+    node_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", {"bb": [NODE_AET, "127.0.0.1", node_port]})
+    node = None
+    try:
+        config = node_config(tmp_path, orthanc, node_port)
+        work = tmp_path / "work"
+        ids = orthanc.upload(series / "ct") + orthanc.upload(series / "scout")
+        half = len(ids) // 2
+
+        # 1. Kill while receiving: half of the study arrived.
+        node = start_node(config, tmp_path / "node.log")
+        wait_listening(node_port, node)
+        orthanc.post("/modalities/bb/store", {"Resources": ids[:half], "Synchronous": True})
+        assert study_state(work)["status"] == "receiving"
+        node.kill()
+        node.wait()
+
+        # 2. Restart, send the rest, kill while it runs.
+        node = start_node(config, tmp_path / "node.log")
+        wait_listening(node_port, node)
+        orthanc.post("/modalities/bb/store", {"Resources": ids[half:], "Synchronous": True})
+        wait_for(lambda: study_state(work).get("status") == "running", 60, "the run to start")
+        node.kill()
+        node.wait()
+        assert study_state(work)["status"] == "running"
+
+        # 3. Restart: the study runs again and its objects reach Orthanc, once each.
+        node = start_node(config, tmp_path / "node.log")
+        wait_for(lambda: study_state(work).get("status") in ("done", "failed"), 180, "the study to finish")
+        state = study_state(work)
+        assert state["status"] == "done", (state, (tmp_path / "node.log").read_text()[-3000:])
+        time.sleep(3)  # a duplicate would arrive now
+
+        studies = orthanc.get("/studies?expand")
+        assert len(studies) == 1 and studies[0]["MainDicomTags"]["StudyInstanceUID"] == study_uid
+        by_modality: dict[str, list] = {}
+        for s in orthanc.get(f"/studies/{studies[0]['ID']}/series?expand"):
+            by_modality.setdefault(s["MainDicomTags"]["Modality"], []).append(s)
+        assert len(by_modality["RTSTRUCT"]) == 1 and len(by_modality["RTSTRUCT"][0]["Instances"]) == 1
+        assert len(by_modality["SEG"]) == 1 and len(by_modality["SEG"][0]["Instances"]) == 1
+        ct_series_uid = next(s["MainDicomTags"]["SeriesInstanceUID"] for s in by_modality["CT"]
+                             if s["MainDicomTags"].get("SeriesDescription") == "CT head")
+
+        rt = orthanc.get(f"/instances/{by_modality['RTSTRUCT'][0]['Instances'][0]}/simplified-tags")
+        frame = rt["ReferencedFrameOfReferenceSequence"][0]
+        assert frame["FrameOfReferenceUID"] == frame_uid
+        ref_series = frame["RTReferencedStudySequence"][0]["RTReferencedSeriesSequence"][0]
+        assert ref_series["SeriesInstanceUID"] == ct_series_uid
+        assert [i["ReferencedSOPInstanceUID"] for i in ref_series["ContourImageSequence"]] == ct_uids
+        assert [r["ROIName"] for r in rt["StructureSetROISequence"]] == [
+            "Cerebellum", "Falx cerebri", "Venous sinuses", "Tentorium cerebelli", "Ventricles"]
+        seg = orthanc.get(f"/instances/{by_modality['SEG'][0]['Instances'][0]}/simplified-tags")
+        assert seg["ReferencedSeriesSequence"][0]["SeriesInstanceUID"] == ct_series_uid
+        assert seg["StudyInstanceUID"] == study_uid and rt["StudyInstanceUID"] == study_uid
+        log = next((work / "studies").glob("*/study.log")).read_text()
+        assert "node restarted during the run" in log and "inputs: ct='CT head'" in log
+    finally:
+        if node is not None and node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            node.wait(timeout=30)
+        orthanc.stop()
+
+
+def test_unmatched_study_fails_and_is_reported(tmp_path):
+    """A study without a usable series is kept as failed and listed; the node keeps serving."""
+    import pydicom
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    series = tmp_path / "scout"
+    write_series(sample_image("ct", shrink=8), series, "CT", generate_uid(), generate_uid(), "Localizer", 1)
+    port = free_port()
+    config = tmp_path / "node.json"
+    config.write_text(json.dumps({
+        "ae_title": NODE_AET, "host": "127.0.0.1", "port": port, "work_dir": "work", "quiet_seconds": 0.5,
+        "model": str(DEMO_MODEL), "destination": {"ae_title": "NOWHERE", "host": "127.0.0.1", "port": free_port()},
+    }))
+    node = start_node(config, tmp_path / "node.log")
+    try:
+        wait_listening(port, node)
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(CTImageStorage, pydicom.uid.ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
+        assert assoc.is_established
+        for p in sorted(series.iterdir()):
+            assert assoc.send_c_store(pydicom.dcmread(p)).Status == 0
+        assoc.release()
+        work = tmp_path / "work"
+        wait_for(lambda: study_state(work).get("status") == "failed", 60, "the study to fail")
+        assert "no series matches" in study_state(work)["error"]
+        listing = subprocess.run([sys.executable, "-m", "brainbarriers", "serve", "--config", str(config), "--list"],
+                                 capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0 and "failed" in listing.stdout and "1 failed" in listing.stdout
+        assert "failed" in (work / "node.log").read_text().lower()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=30) == 0
+
+
+def test_bad_config_is_a_one_line_error(tmp_path):
+    from dicom_helpers import assert_one_line_error, run_cli
+
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps({"destination": {"ae_title": "X", "host": "h", "port": 104},
+                                "series_rules": {"ct": {"modality": "CT", "include": "(unclosed"}}}))
+    assert_one_line_error(run_cli("serve", "--config", str(path)), "series_rules.ct.include")
+    path.write_text("{not json")
+    assert_one_line_error(run_cli("serve", "--config", str(path)), "not valid JSON")
+    path.write_text(json.dumps({"port": 5}))
+    assert_one_line_error(run_cli("serve", "--config", str(path)), "destination")
