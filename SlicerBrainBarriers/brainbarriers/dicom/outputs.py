@@ -93,3 +93,26 @@ def dicom_outputs(inputs: dict[str, str | Path], out_dir: str | Path, case: str,
     paths = dicom_paths(out_dir, case, seg, rtstruct)
     writers = {"dicom_seg": write_seg, "rtstruct": write_rtstruct}
     return {kind: (path, writers[kind]) for kind, path in paths.items()}
+
+
+def export_labels(series, labels, values: list[int], out_dir: str | Path, case: str, seg: bool, rtstruct: bool,
+                  algorithm, edited: frozenset[int] = frozenset(), overwrite: bool = False) -> dict[str, str]:
+    """Write SEG and/or RTSTRUCT of a label image on ``series``' grid into ``out_dir`` (atomically).
+
+    The entry point for callers that already hold the labels (the Slicer module's edited result).
+    """
+    from .. import export
+    from .rtstruct import write_rtstruct
+    from .seg import write_seg
+
+    require_libraries()
+    paths = dicom_paths(out_dir, case, seg, rtstruct)
+    if not paths:
+        raise InputError("choose at least one of SEG and RTSTRUCT")
+    export.prepare_output_dir(out_dir, paths, overwrite)
+    with export.AtomicOutputs(paths) as out:
+        if seg:
+            write_seg(out.temp["dicom_seg"], series, labels, values, algorithm, edited)
+        if rtstruct:
+            write_rtstruct(out.temp["rtstruct"], series, labels, values, algorithm, edited)
+        return out.commit()

@@ -1,7 +1,8 @@
 """DICOM RT Structure Set (RTSTRUCT) of a result, written with pydicom.
 
 One ROI per output label (name, colour, RT ROI interpreted type ORGAN, generation algorithm
-AUTOMATIC, the structure table's code in RT ROI Identification Code Sequence), one CLOSED_PLANAR
+AUTOMATIC, or SEMIAUTOMATIC for structures a person edited, the structure table's code in RT ROI
+Identification Code Sequence), one CLOSED_PLANAR
 contour per 4-connected region per slice, each referencing its slice's SOP Instance UID. Contours
 follow the voxel boundaries (``contours.keyhole_polygons``), so filling them gives back the labels
 exactly; holes are joined to their outer contour by zero-width keyhole cuts, so readers that
@@ -72,8 +73,12 @@ def _ds(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], algorithm: AlgorithmInfo):
-    """The RTSTRUCT dataset (pydicom FileDataset) for ``labels`` on ``series``' grid."""
+def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], algorithm: AlgorithmInfo,
+                   edited: frozenset[int] = frozenset()):
+    """The RTSTRUCT dataset (pydicom Dataset) for ``labels`` on ``series``' grid.
+
+    ``edited``: label values a person changed after the model made them (SEMIAUTOMATIC ROIs).
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
@@ -140,7 +145,7 @@ def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], 
         roi.ReferencedFrameOfReferenceUID = frame_uid
         roi.ROIName = lab.name
         roi.ROIDescription = lab.code.meaning
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC" if value in edited else "AUTOMATIC"
         roi.ROIGenerationDescription = algorithm.description()
         rois.append(roi)
 
@@ -182,5 +187,5 @@ def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], 
 
 
 def write_rtstruct(path: str | Path, series: SourceSeries, labels: sitk.Image, values: list[int],
-                   algorithm: AlgorithmInfo) -> None:
-    build_rtstruct(series, labels, values, algorithm).save_as(str(path), enforce_file_format=True)
+                   algorithm: AlgorithmInfo, edited: frozenset[int] = frozenset()) -> None:
+    build_rtstruct(series, labels, values, algorithm, edited).save_as(str(path), enforce_file_format=True)

@@ -44,8 +44,11 @@ def _with_type2(datasets: list) -> list:
 
 
 def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algorithm: AlgorithmInfo,
-              series_description: str | None = None):
-    """The SEG dataset (a highdicom Segmentation) for ``labels`` on ``series``' grid."""
+              edited: frozenset[int] = frozenset(), series_description: str | None = None):
+    """The SEG dataset (a highdicom Segmentation) for ``labels`` on ``series``' grid.
+
+    ``edited``: label values a person changed after the model made them (SEMIAUTOMATIC segments).
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -67,7 +70,8 @@ def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algor
             segment_label=lab.name,
             segmented_property_category=_code(*_CATEGORY),
             segmented_property_type=_code(lab.code.scheme, lab.code.value, lab.code.meaning),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if value in edited
+                            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
             algorithm_identification=identification,
             tracking_uid=new_uid(),
             tracking_id=lab.segment_id,
@@ -107,5 +111,5 @@ def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algor
 
 
 def write_seg(path: str | Path, series: SourceSeries, labels: sitk.Image, values: list[int],
-              algorithm: AlgorithmInfo) -> None:
-    build_seg(series, labels, values, algorithm).save_as(str(path))
+              algorithm: AlgorithmInfo, edited: frozenset[int] = frozenset()) -> None:
+    build_seg(series, labels, values, algorithm, edited).save_as(str(path))

@@ -46,12 +46,12 @@ class SourceSeries:
         return row, col, np.cross(row, col)
 
 
-def _headers(folder: Path):
-    """(path, header) of every DICOM image file below ``folder``, in path order."""
+def _headers(folder: Path, files: list[Path] | None = None):
+    """(path, header) of every DICOM image file below ``folder`` (or of ``files``), in path order."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(files if files is not None else (p for p in folder.rglob("*") if p.is_file())):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -70,10 +70,16 @@ def is_dicom_series(path: str | Path) -> bool:
     return path.is_dir() and next(_headers(path), None) is not None
 
 
-def load_source_series(folder: str | Path, series_uid: str | None = None) -> SourceSeries:
-    """The image series of ``folder`` (the given one, or the one with most instances, as the reader picks)."""
+def load_source_series(folder: str | Path, series_uid: str | None = None, files: list[Path] | None = None) -> SourceSeries:
+    """The image series of ``folder`` (the given one, or the one with most instances, as the reader picks).
+
+    ``files``: read these files instead of the folder's (instances found in Slicer's DICOM database).
+    """
     folder = Path(folder).expanduser()
-    headers = _read_headers(folder) if folder.is_dir() else []
+    if files is not None:
+        headers = list(_headers(folder, [Path(f) for f in files]))
+    else:
+        headers = _read_headers(folder) if folder.is_dir() else []
     if not headers:
         raise InputError(f"{folder}: not a DICOM series folder (the DICOM exports need a DICOM reference input)")
     groups: dict[str, list[tuple[Path, object]]] = {}
