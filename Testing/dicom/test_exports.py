@@ -17,7 +17,7 @@ from brainbarriers.dicom.rtstruct import write_rtstruct
 from brainbarriers.dicom.seg import write_seg
 from brainbarriers.dicom.series import load_source_series
 from brainbarriers.structures import OUTPUT_LABELS
-from dicom_helpers import SAMPLE, assert_one_line_error, dice, run_cli, write_series
+from dicom_helpers import DEMO_MODEL, SAMPLE, assert_one_line_error, dice, run_cli, sample_image, write_series
 
 MIN_DICE = {"cerebellum": 0.95, "ventricles": 0.95, "falx": 0.85, "sinuses": 0.85, "tentorium": 0.85}
 TYPE2_MISSING_IN_SOURCE = ("PatientBirthDate", "ReferringPhysicianName", "AccessionNumber")
@@ -193,3 +193,24 @@ def test_source_folder_untouched_and_outputs_listed(study, demo_run):
     assert all(p.suffix == ".dcm" for p in study["ct"].iterdir())
     assert len(list(study["ct"].iterdir())) == len(study["ct_uids"])
     assert "head_rtstruct.dcm" in demo_run["stdout"]
+
+
+def test_batch_with_dicom_outputs(tmp_path):
+    """segment-batch from a CSV whose reference is a DICOM folder; a non-DICOM case stops the batch first."""
+    from pydicom.uid import generate_uid
+
+    write_series(sample_image("ct", shrink=2), tmp_path / "ct", "CT", generate_uid(), generate_uid(), "CT", 2)
+    csv = tmp_path / "cases.csv"
+    csv.write_text("case,ct\nhead,ct\n")
+    out = tmp_path / "out"
+    proc = run_cli("segment-batch", "--input", str(csv), "--model", str(DEMO_MODEL), "--output", str(out),
+                   "--dicom-seg", "--rtstruct", "--threads", "1", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "head_seg.dcm").is_file() and (out / "head_rtstruct.dcm").is_file()
+    assert pydicom.dcmread(out / "head_rtstruct.dcm").Modality == "RTSTRUCT"
+
+    csv.write_text(f"case,ct\nhead,ct\nother,{SAMPLE / 'sample_ct.nrrd'}\n")
+    proc = run_cli("segment-batch", "--input", str(csv), "--model", str(DEMO_MODEL), "--output", str(tmp_path / "o2"),
+                   "--rtstruct")
+    assert_one_line_error(proc, "DICOM series", "sample_ct.nrrd")
+    assert not (tmp_path / "o2").exists()
