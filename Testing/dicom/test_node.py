@@ -188,3 +188,90 @@ def test_bad_config_is_a_one_line_error(tmp_path):
     assert_one_line_error(run_cli("serve", "--config", str(path)), "not valid JSON")
     path.write_text(json.dumps({"port": 5}))
     assert_one_line_error(run_cli("serve", "--config", str(path)), "destination")
+
+
+def test_series_rules_pick_the_largest_matching_series(tmp_path):
+    from brainbarriers.dicom.config import SeriesInfo, parse_config, pick_series
+
+    config = parse_config({"destination": {"ae_title": "PACS", "host": "h", "port": 104}})
+    series = [
+        SeriesInfo("1.1", "CT", "Topogram 0.6 T20s", 2, tmp_path), SeriesInfo("1.2", "CT", "Head 5mm", 40, tmp_path),
+        SeriesInfo("1.3", "CT", "Head 1mm", 160, tmp_path), SeriesInfo("1.4", "CT", "Head 1mm BONE", 160, tmp_path),
+        SeriesInfo("1.5", "MR", "t1_mprage_sag_Gd", 176, tmp_path), SeriesInfo("1.6", "MR", "t2_flair_tra", 30, tmp_path),
+        SeriesInfo("1.7", "MR", "localizer", 30, tmp_path), SeriesInfo("1.8", "MR", "T1 localizer", 30, tmp_path),
+    ]
+    chosen = pick_series(series, config.rules, config.min_slices)
+    assert {m: s.uid for m, s in chosen.items()} == {"ct": "1.3", "t1": "1.5", "t2": "1.6"}
+    assert pick_series(series[:2], config.rules, config.min_slices) == {"ct": series[1]}
+    assert pick_series([series[0], series[6]], config.rules, config.min_slices) == {}
+
+
+def test_one_study_never_runs_twice_at_once(tmp_path):
+    from brainbarriers.dicom.node import StudyLock
+
+    with StudyLock(tmp_path):
+        with pytest.raises(BlockingIOError):
+            with StudyLock(tmp_path):
+                pass
+        other = subprocess.run([sys.executable, "-c", (
+            "import sys; from pathlib import Path; from brainbarriers.dicom.node import StudyLock\n"
+            "try:\n    StudyLock(Path(sys.argv[1])).__enter__()\nexcept BlockingIOError:\n    sys.exit(3)\n"),
+            str(tmp_path)], env={**os.environ}, timeout=60)
+        assert other.returncode == 3  # another node process on the same work folder is kept out too
+    with StudyLock(tmp_path):
+        pass
+
+
+def test_restart_while_sending_resends_the_same_objects(tmp_path):
+    """A study cut off while sending: after a restart the node sends the objects it wrote, not new ones."""
+    import numpy as np
+    import pydicom
+    import SimpleITK as sitk
+    from brainbarriers.dicom.common import AlgorithmInfo
+    from brainbarriers.dicom.config import parse_config
+    from brainbarriers.dicom.node import StorageNode
+    from brainbarriers.dicom.rtstruct import write_rtstruct
+    from brainbarriers.dicom.seg import write_seg
+    from brainbarriers.dicom.series import load_source_series
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import RTStructureSetStorage, SegmentationStorage
+
+    image = sample_image("ct", shrink=8)
+    study_uid = generate_uid()
+    write_series(image, tmp_path / "src", "CT", study_uid, generate_uid(), "CT", 2)
+    labels = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+    labels[4:8, 5:9, 6:12] = 1
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(image)
+    series = load_source_series(tmp_path / "src")
+
+    received: list[str] = []
+
+    def on_store(event):
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    for context in (RTStructureSetStorage, SegmentationStorage):
+        pacs.add_supported_context(context)
+    port = free_port()
+    server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        config = parse_config({"work_dir": str(tmp_path / "work"), "quiet_seconds": 0,
+                               "destination": {"ae_title": "PACS", "host": "127.0.0.1", "port": port}})
+        node = StorageNode(config)
+        folder = node.store.folder(study_uid)
+        (folder / "outputs").mkdir(parents=True)
+        objects = [folder / "outputs" / "study_seg.dcm", folder / "outputs" / "study_rtstruct.dcm"]
+        algorithm = AlgorithmInfo("m", "1", "0" * 64)
+        write_seg(objects[0], series, label_image, [1], algorithm)
+        write_rtstruct(objects[1], series, label_image, [1], algorithm)
+        node.store.update(study_uid, status="sending", objects=[str(p) for p in objects])
+        node.restore()
+        assert node.run_due() == study_uid
+        assert node.store.state(study_uid)["status"] == "done"
+        assert received == [str(pydicom.dcmread(p).SOPInstanceUID) for p in objects]
+        assert "resending the written objects" in (folder / "study.log").read_text()
+    finally:
+        server.shutdown()

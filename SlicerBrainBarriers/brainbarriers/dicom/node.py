@@ -227,19 +227,24 @@ class StorageNode:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            uid = self._due()
-            if uid is None:
+            if self.run_due() is None:
                 self._stop.wait(0.2)
-                continue
-            with self._last_lock:
-                started = self._last.pop(uid)
-            try:
-                with StudyLock(self.store.folder(uid)):
-                    self.process(uid, started)
-            except BlockingIOError:
-                self.store.log(uid, "another process is running this study; skipped")
 
-    def process(self, uid: str, started: float | None = None) -> None:
+    def run_due(self) -> str | None:
+        """Run the study whose quiet period ended first, under its lock; returns its UID (None: none due)."""
+        uid = self._due()
+        if uid is None:
+            return None
+        with self._last_lock:
+            self._last.pop(uid)
+        try:
+            with StudyLock(self.store.folder(uid)):
+                self.process(uid)
+        except BlockingIOError:
+            self.store.log(uid, "another process is running this study; skipped")
+        return uid
+
+    def process(self, uid: str) -> None:
         """Run (or resend) one study; failures are recorded, never raised."""
         store = self.store
         state = store.state(uid)
