@@ -187,12 +187,14 @@ class StorageNode:
                 log.warning("study %s failed earlier: %s", uid, self.store.state(uid).get("error"))
 
     def start(self) -> None:
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
         self.restore()
         ae = AE(ae_title=self.config.ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
+        # Compressed images too: the series are read by SimpleITK (GDCM), which decodes them.
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         ae.require_called_aet = True
         if self.config.allowed_callers:

@@ -26,8 +26,9 @@ from .contours import keyhole_polygons
 from .series import SourceSeries, check_matches_grid, label_array
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-#: Referenced SOP Class of RT Referenced Study Sequence items (Study Component Management, as TPSs expect).
-STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.2"
+#: Referenced SOP Class of the RT Referenced Study Sequence item: Detached Study Management (retired),
+#: which the standard allows there and planning systems write and expect.
+STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 SERIES_NUMBER = 9902
 ROI_INTERPRETED_TYPE = "ORGAN"
 
@@ -129,7 +130,7 @@ def build_rtstruct(series: SourceSeries, labels: sitk.Image, values: list[int], 
     series_ref.SeriesInstanceUID = src.SeriesInstanceUID
     series_ref.ContourImageSequence = Sequence([_image_ref(d) for d in series.datasets])
     study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_SOP_CLASS
+    study_ref.ReferencedSOPClassUID = STUDY_SOP_CLASS
     study_ref.ReferencedSOPInstanceUID = src.StudyInstanceUID
     study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
     frame_ref = Dataset()
