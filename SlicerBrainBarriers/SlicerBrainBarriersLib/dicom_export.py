@@ -22,6 +22,9 @@ from brainbarriers.structures import OUTPUT_LABELS
 from . import scene_io, segments
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+#: What the export needs in Slicer's Python (pyproject's ``dicom`` extra less pynetdicom, which only
+#: the command line's node uses); check/install them with ``dependencies.check``/``install``.
+DICOM_REQUIREMENTS = ("pydicom>=3.0", "highdicom>=0.25")
 
 
 class DicomExportError(ValueError):
@@ -32,6 +35,11 @@ def instance_uids(volume_node) -> list[str]:
     """SOP Instance UIDs of the volume's source images (empty when it did not come from DICOM)."""
     text = volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) if volume_node is not None else None
     return text.split() if text else []
+
+
+def from_dicom_database(volume_node) -> bool:
+    """True when the volume was loaded from Slicer's DICOM database (the export is possible)."""
+    return bool(instance_uids(volume_node))
 
 
 def source_files(volume_node, database=None) -> list[Path]:

@@ -103,3 +103,17 @@ def test_export_into_the_source_folder_is_refused(dicom_scene):
 
     with pytest.raises(DicomExportError, match="holds the source images"):
         export_to_dicom(dicom_scene["node"], dicom_scene["volume"], dicom_scene["dicom"], files=dicom_scene["files"])
+
+
+def test_requirements_match_the_dicom_extra(dicom_scene):
+    import tomllib
+    from dicom_helpers import REPO
+    from SlicerBrainBarriersLib import dependencies
+    from SlicerBrainBarriersLib.dicom_export import DICOM_REQUIREMENTS, from_dicom_database
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dicom"]
+    assert set(DICOM_REQUIREMENTS) == {r for r in extra if not r.startswith("pynetdicom")}
+    assert dependencies.check(DICOM_REQUIREMENTS).ok
+    assert from_dicom_database(dicom_scene["volume"])
+    dicom_scene["volume"].RemoveAttribute("DICOM.instanceUIDs")
+    assert not from_dicom_database(dicom_scene["volume"])
