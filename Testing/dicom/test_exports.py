@@ -214,3 +214,16 @@ def test_batch_with_dicom_outputs(tmp_path):
                    "--rtstruct")
     assert_one_line_error(proc, "DICOM series", "sample_ct.nrrd")
     assert not (tmp_path / "o2").exists()
+
+
+def test_series_with_a_missing_slice_is_refused(tmp_path):
+    from pydicom.uid import generate_uid
+
+    files = write_series(sample_image("ct", shrink=8), tmp_path / "ct", "CT", generate_uid(), generate_uid(), "CT", 2)
+    assert len(files) > 10
+    victim = sorted((tmp_path / "ct").iterdir())[5]
+    victim.unlink()
+    before = folder_digest(tmp_path / "ct")
+    proc = run_cli("segment", "--ct", str(tmp_path / "ct"), "--output", str(tmp_path / "out"), "--rtstruct")
+    assert_one_line_error(proc, "not evenly spaced", "between slices 5 and 6")
+    assert not (tmp_path / "out").exists() and folder_digest(tmp_path / "ct") == before

@@ -68,15 +68,14 @@ def dicom_outputs(inputs: dict[str, str | Path], out_dir: str | Path, case: str,
     if not (seg or rtstruct):
         return {}
     require_libraries()
+    from .series import check_complete, load_source_series
+
     folder = check_dicom_reference(inputs, out_dir)
-    loaded: dict[str, object] = {}
+    series = load_source_series(folder)
+    check_complete(series, folder)  # a damaged series is refused before it is segmented
 
     def source():
-        from .series import load_source_series
-
-        if "series" not in loaded:
-            loaded["series"] = load_source_series(folder)
-        return loaded["series"]
+        return series
 
     def write_seg(path: Path, result, values: list[int], bundle) -> None:
         from .common import AlgorithmInfo

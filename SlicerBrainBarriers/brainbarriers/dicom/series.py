@@ -97,6 +97,25 @@ def load_source_series(folder: str | Path, series_uid: str | None = None, files:
     return SourceSeries([ds for _, ds in chosen], [p for p, _ in chosen])
 
 
+def check_complete(series: SourceSeries, folder: str | Path = "") -> None:
+    """Refuse a series with missing or doubled slices (uneven steps along the slice normal)."""
+    where = f"{folder}: " if folder else ""
+    if len(series.datasets) < 2:
+        raise InputError(f"{where}the DICOM series has {len(series.datasets)} slice; a volume is needed")
+    _, _, normal = series.orientation()
+    steps = np.diff(series.positions() @ normal)
+    typical = float(np.median(steps))
+    if typical <= 1e-6:
+        raise InputError(f"{where}the DICOM series has several instances at one position")
+    bad = np.nonzero(np.abs(steps - typical) > 0.01 * typical + 1e-4)[0]
+    if len(bad):
+        k = int(bad[0])
+        raise InputError(
+            f"{where}the DICOM series is not evenly spaced: {steps[k]:.3g} mm between slices {k + 1} and {k + 2}, "
+            f"{typical:.3g} mm elsewhere (missing or doubled instances?)"
+        )
+
+
 def check_matches_grid(series: SourceSeries, labels: sitk.Image) -> None:
     """Raise InputError unless the series' slices are exactly the label grid's slices."""
     size = labels.GetSize()
