@@ -223,7 +223,8 @@ def test_one_study_never_runs_twice_at_once(tmp_path):
 
 
 def test_restart_while_sending_resends_the_same_objects(tmp_path):
-    """A study cut off while sending: after a restart the node sends the objects it wrote, not new ones."""
+    """A study cut off while sending: after a restart the node sends the objects it wrote, not new
+    ones, and keeps trying while the destination is down."""
     import numpy as np
     import pydicom
     import SimpleITK as sitk
@@ -252,15 +253,12 @@ def test_restart_while_sending_resends_the_same_objects(tmp_path):
         received.append(str(event.dataset.SOPInstanceUID))
         return 0x0000
 
-    pacs = AE(ae_title="PACS")
-    for context in (RTStructureSetStorage, SegmentationStorage):
-        pacs.add_supported_context(context)
     port = free_port()
-    server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    config = parse_config({"work_dir": str(tmp_path / "work"), "quiet_seconds": 0, "retry_seconds": 0,
+                           "destination": {"ae_title": "PACS", "host": "127.0.0.1", "port": port}})
+    node = StorageNode(config)
+    server = None
     try:
-        config = parse_config({"work_dir": str(tmp_path / "work"), "quiet_seconds": 0,
-                               "destination": {"ae_title": "PACS", "host": "127.0.0.1", "port": port}})
-        node = StorageNode(config)
         folder = node.store.folder(study_uid)
         (folder / "outputs").mkdir(parents=True)
         objects = [folder / "outputs" / "study_seg.dcm", folder / "outputs" / "study_rtstruct.dcm"]
@@ -269,9 +267,19 @@ def test_restart_while_sending_resends_the_same_objects(tmp_path):
         write_rtstruct(objects[1], series, label_image, [1], algorithm)
         node.store.update(study_uid, status="sending", objects=[str(p) for p in objects])
         node.restore()
+        # The destination is down: the study stays "sending" and is tried again.
+        assert node.run_due() == study_uid
+        state = node.store.state(study_uid)
+        assert state["status"] == "sending" and state["send_attempts"] == 1 and "cannot associate" in state["error"]
+        pacs = AE(ae_title="PACS")
+        for context in (RTStructureSetStorage, SegmentationStorage):
+            pacs.add_supported_context(context)
+        server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
         assert node.run_due() == study_uid
         assert node.store.state(study_uid)["status"] == "done"
         assert received == [str(pydicom.dcmread(p).SOPInstanceUID) for p in objects]
-        assert "resending the written objects" in (folder / "study.log").read_text()
+        log = (folder / "study.log").read_text()
+        assert "resending the written objects" in log and "attempt 1 of 5" in log
     finally:
-        server.shutdown()
+        if server is not None:
+            server.shutdown()

@@ -10,7 +10,7 @@ Example (every key but ``destination`` has a default)::
       "outputs": ["seg", "rtstruct"],
       "destination": {"ae_title": "PACS", "host": "10.0.0.5", "port": 104},
       "allowed_callers": null,
-      "min_slices": 16,
+      "min_slices": 16, "send_attempts": 5, "retry_seconds": 60,
       "series_rules": {
         "ct": {"modality": "CT", "include": "", "exclude": "scout|locali[sz]er|topogram|bone"},
         "t1": {"modality": "MR", "include": "t1", "exclude": "t2|flair|locali[sz]er|scout"},
@@ -78,6 +78,8 @@ class NodeConfig:
     outputs: tuple[str, ...] = OUTPUT_CHOICES
     allowed_callers: tuple[str, ...] | None = None
     min_slices: int = 16
+    send_attempts: int = 5
+    retry_seconds: float = 60.0
     rules: dict[str, SeriesRule] = field(default_factory=dict)
 
 
@@ -107,7 +109,7 @@ def parse_config(data: dict, base: Path = Path(".")) -> NodeConfig:
     if not isinstance(data, dict):
         raise InputError("the node configuration must be a JSON object")
     known = {"ae_title", "host", "port", "work_dir", "quiet_seconds", "model", "device", "threads", "outputs",
-             "destination", "allowed_callers", "min_slices", "series_rules"}
+             "destination", "allowed_callers", "min_slices", "series_rules", "send_attempts", "retry_seconds"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"unknown configuration keys {unknown}; known: {sorted(known)}")
@@ -147,6 +149,8 @@ def parse_config(data: dict, base: Path = Path(".")) -> NodeConfig:
         outputs=outputs,
         allowed_callers=tuple(_ae_title(c, "allowed_callers") for c in callers) if callers else None,
         min_slices=int(data.get("min_slices", 16)),
+        send_attempts=max(1, int(data.get("send_attempts", 5))),
+        retry_seconds=float(data.get("retry_seconds", 60.0)),
         rules=rules,
     )
 

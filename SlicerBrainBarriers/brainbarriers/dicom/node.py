@@ -13,6 +13,8 @@ and every step is logged to ``studies/<uid>/study.log``, so the work folder surv
   again (nothing of an unfinished run was sent);
 * a study that was sending resends the objects it already wrote (same SOP Instance UIDs, so the
   destination stores each object once, never a duplicate);
+* a study whose objects the destination did not take is retried ``send_attempts`` times,
+  ``retry_seconds`` apart, with the same objects;
 * a failed study keeps its folder and log, is listed by ``serve --list`` and the node log, and is
   run again only when new instances of it arrive.
 
@@ -38,6 +40,10 @@ from .config import NodeConfig, SeriesInfo, pick_series
 ACTIVE = ("receiving", "running", "sending")
 _UID = re.compile(r"^[0-9.]{1,64}$")
 log = logging.getLogger("brainbarriers.node")
+
+
+class SendError(BrainBarriersError):
+    """The destination could not be reached or refused an object (retried later)."""
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -256,19 +262,28 @@ class StorageNode:
             else:
                 store.update(uid, status="running", error=None)
                 objects = self._segment(uid)
-                store.update(uid, status="sending", objects=[str(p) for p in objects])
+                store.update(uid, status="sending", objects=[str(p) for p in objects], send_attempts=0)
             self._send(uid, objects)
         except Exception as exc:  # noqa: BLE001 - a failing study must not stop the node
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if not isinstance(exc, BrainBarriersError):
                 message = f"{type(exc).__name__}: {message}"
+            attempts = store.state(uid).get("send_attempts", 0) + 1
+            if isinstance(exc, SendError) and attempts < self.config.send_attempts:
+                # The destination may be down for a while: keep the objects and try again later.
+                store.update(uid, status="sending", send_attempts=attempts, error=message)
+                store.log(uid, f"sending failed ({message}); attempt {attempts} of {self.config.send_attempts}, "
+                               f"next in {self.config.retry_seconds:g} s")
+                with self._last_lock:
+                    self._last[uid] = time.monotonic() + self.config.retry_seconds - self.config.quiet_seconds
+                return
             store.update(uid, status="failed", error=message)
             store.log(uid, f"FAILED: {message}")
             log.error("study %s failed: %s (kept in %s)", uid, message, store.folder(uid))
             return
         with self._last_lock:
             again = uid in self._last  # instances arrived during the run: it runs again after the quiet period
-        store.update(uid, status="receiving" if again else "done")
+        store.update(uid, status="receiving" if again else "done", error=None)
         store.log(uid, "done" if not again else "done, but new instances arrived: running again later")
 
     def _get_segmenter(self):
@@ -318,13 +333,13 @@ class StorageNode:
             ae.add_requested_context(context)
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
         if not assoc.is_established:
-            raise BrainBarriersError(f"cannot associate with {dest.ae_title}@{dest.host}:{dest.port}")
+            raise SendError(f"cannot associate with {dest.ae_title}@{dest.host}:{dest.port}")
         try:
             for path in objects:
                 status = assoc.send_c_store(pydicom.dcmread(path))
                 code = getattr(status, "Status", None)
                 if code != 0x0000:
-                    raise BrainBarriersError(f"{dest.ae_title} refused {path.name} (status {code if code is None else hex(code)})")
+                    raise SendError(f"{dest.ae_title} refused {path.name} (status {code if code is None else hex(code)})")
                 self.store.log(uid, f"sent {path.name} to {dest.ae_title}")
         finally:
             assoc.release()
