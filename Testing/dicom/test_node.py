@@ -133,6 +133,15 @@ def test_orthanc_round_trip_with_kills(tmp_path):
         assert seg["StudyInstanceUID"] == study_uid and rt["StudyInstanceUID"] == study_uid
         log = next((work / "studies").glob("*/study.log")).read_text()
         assert "node restarted during the run" in log and "inputs: ct='CT head'" in log
+
+        # 4. The PACS sends the whole study again, our SEG and RTSTRUCT included: nothing runs again.
+        orthanc.post("/modalities/bb/store", {"Resources": [studies[0]["ID"]], "Synchronous": True})
+        time.sleep(4)  # longer than the quiet period
+        assert study_state(work)["status"] == "done"
+        series_now = orthanc.get(f"/studies/{studies[0]['ID']}/series?expand")
+        assert sorted(s["MainDicomTags"]["Modality"] for s in series_now) == ["CT", "CT", "RTSTRUCT", "SEG"]
+        assert all(len(s["Instances"]) == 1 for s in series_now if s["MainDicomTags"]["Modality"] != "CT")
+        assert "ignored a SEG instance" in (work / "node.log").read_text()
     finally:
         if node is not None and node.poll() is None:
             node.send_signal(signal.SIGTERM)

@@ -99,7 +99,9 @@ class StudyStore:
             if path.exists():
                 return False
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{sop}.part"
+            incoming = self.folder(study) / "incoming"  # outside the series folders that readers scan
+            incoming.mkdir(exist_ok=True)
+            tmp = incoming / f"{sop}.part"
             ds.file_meta = file_meta
             ds.save_as(tmp, enforce_file_format=True)
             os.replace(tmp, path)
@@ -154,6 +156,7 @@ class StorageNode:
         self._last: dict[str, float] = {}  # study -> monotonic time of its last instance
         self._last_lock = threading.Lock()
         self._segmenter = None
+        self._modalities = {rule.modality.upper() for rule in config.rules.values()}
         self._server = None
         self._worker: threading.Thread | None = None
 
@@ -163,7 +166,14 @@ class StorageNode:
         try:
             ds = event.dataset
             uid = str(ds.StudyInstanceUID)
-            self.store.add_instance(ds, event.file_meta)
+            modality = str(getattr(ds, "Modality", "")).upper()
+            if modality not in self._modalities:
+                # Not an input of any rule (say our own SEG/RTSTRUCT forwarded back by the PACS):
+                # accepted, not stored, so it can never start a run, let alone a loop of runs.
+                log.info("study %s: ignored a %s instance", uid, modality or "modality-less")
+                return 0x0000
+            if not self.store.add_instance(ds, event.file_meta):
+                return 0x0000  # already here: a re-sent instance changes nothing
         except Exception as exc:  # noqa: BLE001 - answer the SCU with a failure status, keep serving
             log.error("C-STORE refused: %s", exc)
             return 0xC210
@@ -178,7 +188,7 @@ class StorageNode:
         """Pick up the work folder: unfinished studies wait a quiet period and go on."""
         now = time.monotonic()
         for uid in self.store.uids():
-            for part in (self.store.folder(uid) / "instances").glob("*/*.part"):
+            for part in (self.store.folder(uid) / "incoming").glob("*.part"):
                 part.unlink()  # an instance whose transfer was cut off; the sender sends it again
             status = self.store.state(uid).get("status")
             if status in ACTIVE:
