@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-for extra in (HERE, HERE.parent / "pipeline"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 from dicom_helpers import DEMO_MODEL, run_cli, sample_image, write_series  # noqa: E402
 
