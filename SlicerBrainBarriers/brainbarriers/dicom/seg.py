@@ -62,7 +62,10 @@ def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algor
         parameters={"model_id": algorithm.model_id, "model_sha256": algorithm.model_sha256},
     )
     present = [v for v in values if (arr == v).any()]
-    descriptions, masks = [], []
+    descriptions = []
+    # The label map relabelled to segment numbers (one 3D array; highdicom splits it into binary
+    # frames): a quarter of the memory of one boolean volume per segment.
+    lut = np.zeros(256, np.uint8)
     for number, value in enumerate(present, start=1):
         lab = output_label(value)
         descriptions.append(hd.seg.SegmentDescription(
@@ -77,12 +80,12 @@ def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algor
             tracking_id=lab.segment_id,
             display_color=hd.color.CIELabColor.from_rgb(*lab.color),
         ))
-        masks.append(arr == value)
-    if not masks:
+        lut[value] = number
+    if not descriptions:
         from ..errors import OutputError
 
         raise OutputError("the result holds no structure; a DICOM SEG needs at least one segment")
-    pixel_array = np.stack(masks, axis=-1).astype(np.uint8)
+    pixel_array = lut[arr]
     seg = hd.seg.Segmentation(
         source_images=_with_type2(series.datasets),
         pixel_array=pixel_array,
