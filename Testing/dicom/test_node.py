@@ -198,6 +198,16 @@ def test_bad_config_is_a_one_line_error(tmp_path):
     path.write_text(json.dumps({"port": 5}))
     assert_one_line_error(run_cli("serve", "--config", str(path)), "destination")
 
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path.write_text(json.dumps({"host": "127.0.0.1", "port": port, "work_dir": str(tmp_path / "w"),
+                                    "destination": {"ae_title": "X", "host": "h", "port": 104}}))
+        assert_one_line_error(run_cli("serve", "--config", str(path)), f"cannot listen on 127.0.0.1:{port}")
+
 
 def test_series_rules_pick_the_largest_matching_series(tmp_path):
     from brainbarriers.dicom.config import SeriesInfo, parse_config, pick_series
