@@ -52,11 +52,13 @@ def network_spec(config: dict, target: FineTarget | None, direction=None) -> dic
                 "options": dict(c.get("options", {}))}
     net = config["fine"]["networks"][target.variant]
     options = dict(net.get("options", {}))
-    if target.variant == "s" and target.slice_axis is not None:
-        options["inter_slice_axis"] = array_axis(direction, target.slice_axis)
+    # the table's thin direction, unless the recipe overrides it (ablations: a wrong axis)
+    slice_axis = (config["fine"].get("slice_axes") or {}).get(target.key, target.slice_axis)
+    if target.variant == "s" and slice_axis is not None:
+        options["inter_slice_axis"] = array_axis(direction, slice_axis)
     margin = config["fine"].get("margin", "table")
     return {"architecture": net["architecture"], "in_channels": len(MODALITIES), "out_channels": 2,
-            "options": options, "target": target.key, "slice_axis": target.slice_axis,
+            "options": options, "target": target.key, "slice_axis": slice_axis,
             "margin": target.margin if margin == "table" else int(margin),
             "max_crop": list(config["fine"].get("max_crop") or [128, 128, 128])}
 

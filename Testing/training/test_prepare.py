@@ -100,7 +100,9 @@ def test_coarse_labels_keep_thin_targets():
     img.SetSpacing((1.2, 1.2, 1.2))
     nearest = sitk.GetArrayFromImage(sitk.Resample(img, [5, 5, 5], sitk.Transform(), sitk.sitkNearestNeighbor,
                                                    img.GetOrigin(), (4.8, 4.8, 4.8)))
-    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, (4.8, 4.8, 4.8)))
+    from brainbarriers.geometry import model_grid
+
+    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, model_grid(img, (4.8, 4.8, 4.8))))
     assert coarse.shape == (5, 5, 5)
     assert not (nearest == 2).any()  # nearest-neighbour loses the sheet
     assert (coarse == 2).sum() >= 9 and (coarse == 1).any()
