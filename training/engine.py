@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 from brainbarriers.networks import build
 from brainbarriers.preprocessing import array_axis
 from brainbarriers.structures import COARSE_CHANNELS, MODALITIES, FineTarget
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .data import PadCollate, TrainingSet
+from .losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.safetensors"

@@ -1,36 +1,23 @@
-"""Resampling to the model grid and intensity normalisation (shared by inference and training)."""
+"""Intensity normalisation, channel stacking and patient-to-array axis mapping (shared by inference and training)."""
 
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from .structures import PatientAxis
 
 _PATIENT_AXIS_ROW = {"LR": 0, "AP": 1, "IS": 2}
 
 
-def resample_to_spacing(
-    image: sitk.Image,
-    spacing: tuple[float, float, float],
-    interpolator: int = sitk.sitkLinear,
-    default_value: float = 0.0,
-) -> sitk.Image:
-    """Resample ``image`` to ``spacing`` (mm) keeping its origin, direction and physical extent."""
-    old_size = np.array(image.GetSize())
-    old_spacing = np.array(image.GetSpacing())
-    new_size = np.maximum(1, np.round(old_size * old_spacing / np.array(spacing))).astype(int)
-    return sitk.Resample(
-        image,
-        [int(s) for s in new_size],
-        sitk.Transform(),
-        interpolator,
-        image.GetOrigin(),
-        tuple(float(s) for s in spacing),
-        image.GetDirection(),
-        default_value,
-        image.GetPixelID() if interpolator == sitk.sitkNearestNeighbor else sitk.sitkFloat32,
-    )
+def __getattr__(name: str):
+    # Temporary re-export for training/prepare.py until it reads through the core's model-grid
+    # preprocessing; the function itself lives in training/resampling.py (training-only code is not
+    # shipped with the module). Delete this when nothing imports it from here.
+    if name == "resample_to_spacing":
+        from training.resampling import resample_to_spacing
+
+        return resample_to_spacing
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def array_axis(direction: tuple[float, ...], patient_axis: PatientAxis) -> int:

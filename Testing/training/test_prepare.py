@@ -3,7 +3,7 @@ import shutil
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.preprocessing import normalise, resample_to_spacing
+from brainbarriers.preprocessing import normalise
 from brainbarriers.structures import FINE_TARGETS
 from training_helpers import run_training_cli
 
@@ -11,6 +11,7 @@ from training.cli import main
 from training.config import load_config
 from training.phantom import case_files, generate_case, generate_dataset, write_case
 from training.prepare import load_case, load_index
+from training.resampling import resample_to_spacing
 
 
 def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
