@@ -40,7 +40,7 @@ def resolve_config_path(name_or_path: Union[str, Path]) -> Path:
     if candidate.is_file():
         return candidate
     known = sorted(q.stem for q in CONFIG_DIR.glob("*.json"))
-    raise ConfigError(f"no recipe {str(name_or_path)!r} (a file, or one of {known})")
+    raise ConfigError(f"no config {str(name_or_path)!r} (a file, or one of {known})")
 
 
 def set_key(config: dict, dotted: str, value: Any) -> None:
