@@ -301,7 +301,7 @@ def _describe(tp: Any) -> str:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0])}"
-        return f"a list of {len(args)} {_describe(args[0])}"
+        return f"a list of {len(args)} values ({_describe(args[0])} each)"
     if origin is dict:
         return "an object"
     if tp is type(None):
