@@ -192,7 +192,7 @@ class Recipe:
         """Validate a complete or partial recipe dict (missing keys take the defaults)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a recipe must be a JSON object")
-        data = dict(data)
+        data = deep_merge(_DEFAULTS, data)  # a file names only what it changes
         overrides: dict[str, dict] = {}
         for stage in STAGES:
             section = data.get(stage)
@@ -385,3 +385,6 @@ def check_modalities(recipe: Recipe, source: str) -> None:
             for key in patch:
                 if key not in known:
                     raise ConfigError(f"{source}: unknown key '{stage}.patch_size.{key}' (known: {', '.join(sorted(known))})")
+
+
+_DEFAULTS = Recipe().to_dict()
