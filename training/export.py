@@ -15,7 +15,7 @@ from pathlib import Path
 from brainbarriers.bundles import build_manifest
 from brainbarriers.structures import FINE_TARGETS, fine_target
 
-from .config import RECIPE_FILE, Recipe, read_recipe
+from .config import RECIPE_FILE, Recipe, as_recipe, read_recipe
 from .engine import FINAL, SPEC, load_weights, network_spec
 
 
@@ -33,9 +33,15 @@ def _code_version() -> str:
 
 
 def run_recipe(workdir: Path) -> Recipe:
-    """The recipe a training folder was trained with: ``workdir/recipe.json``, else the coarse network's."""
+    """The recipe a training folder was trained with: ``workdir/recipe.json``, else the coarse
+    network's (``recipe.json``, or ``config.json`` as runs before the typed recipe saved it)."""
     workdir = Path(workdir)
-    return read_recipe(workdir if (workdir / RECIPE_FILE).is_file() else workdir / "coarse")
+    if (workdir / RECIPE_FILE).is_file():
+        return read_recipe(workdir)
+    legacy = workdir / "coarse" / "config.json"
+    if not (workdir / "coarse" / RECIPE_FILE).is_file() and legacy.is_file():
+        return as_recipe(json.loads(legacy.read_text()), str(legacy))
+    return read_recipe(workdir / "coarse")
 
 
 def _network_dirs(workdir: Path, targets: list[str]) -> dict[str, Path]:
