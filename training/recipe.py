@@ -229,11 +229,11 @@ class Recipe:
         return deep_merge(_to_plain(self.stage(stage)), _to_plain(getattr(self, stage)))
 
     def supported_subsets(self) -> list[list[str]]:
-        """Modality subsets the networks were trained for: all non-empty subsets when modality
-        dropout was used in either stage, else only the full set."""
+        """Modality subsets the networks were trained for: all non-empty subsets when both stages
+        were trained with modality dropout, else only the full set."""
         import itertools
 
-        if any(self.stage(s).augmentation.modality_dropout_probability > 0 for s in STAGES):
+        if all(self.stage(s).augmentation.modality_dropout_probability > 0 for s in STAGES):
             return [list(c) for n in range(len(MODALITIES), 0, -1) for c in itertools.combinations(MODALITIES, n)]
         return [list(MODALITIES)]
 
