@@ -9,7 +9,7 @@ from pathlib import Path
 
 from brainbarriers.errors import BrainBarriersError
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_recipe, save_recipe
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -82,23 +82,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows and facts as JSON")
 
-    p = sub.add_parser("export", help="write the model bundle (manifest + safetensors + SHA-256)")
-    _config_args(p)
+    p = sub.add_parser("export", help="write the model bundle (manifest + safetensors + SHA-256) from the "
+                       "recipe saved with the run")
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--licence-file", type=Path, default=None)
     p.add_argument("--model-card", type=Path, default=None)
+
+    p = sub.add_parser("recipe", help="print the complete, validated recipe (defaults + file + --set)")
+    _config_args(p)
     return ap
 
 
 def _load(args) -> dict:
-    config = load_config(args.config, args.set)
+    """The validated recipe of the command line as the plain dict the stage code reads."""
+    overrides = list(args.set)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
-        config["train"]["threads"] = args.threads
-    return config
+        overrides.append(f"train.threads={args.threads}")
+    return load_recipe(args.config, overrides).to_dict()
 
 
 def _structures(names: list[str]):
@@ -169,7 +173,21 @@ def run(args) -> int:
         return _evaluate(args)
     if args.command == "smoke":
         return _smoke(args)
+    if args.command == "export":
+        from .export import export_bundle
+
+        extra = {}
+        if args.licence_file:
+            extra["LICENSE"] = args.licence_file
+        if args.model_card:
+            extra["MODEL_CARD.md"] = args.model_card
+        path = export_bundle(args.workdir, args.out, extra or None)
+        print(f"wrote bundle {path}")
+        return 0
     config = _load(args)
+    if args.command == "recipe":
+        print(json.dumps(config, indent=1))
+        return 0
     if args.command == "prepare":
         from .prepare import prepare
 
@@ -181,8 +199,11 @@ def run(args) -> int:
             print(f"problem case {prob['case']}: {prob['problem']}")
         return 0 if index["cases"] else 1
     if args.command in ("train-coarse", "train-fine", "train"):
+        from .engine import dist_info
         from .stages import train_coarse, train_fine
 
+        if dist_info()[0] == 0:
+            save_recipe(config, args.workdir)  # the run's recipe, read back by `export`
         if args.command in ("train-coarse", "train"):
             train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
         if args.command in ("train-fine", "train"):
@@ -195,20 +216,6 @@ def run(args) -> int:
         table = cross_validate(config, args.cache, args.workdir, args.folds, args.cases, resume=not args.no_resume,
                                targets=_structures(args.structure))
         print(table)
-        return 0
-    if args.command == "export":
-        from .export import export_bundle
-
-        cfg_file = args.workdir / "coarse" / "config.json"
-        if args.config == "paper" and not args.set and cfg_file.is_file():
-            config = json.loads(cfg_file.read_text())  # the recipe the networks were trained with
-        extra = {}
-        if args.licence_file:
-            extra["LICENSE"] = args.licence_file
-        if args.model_card:
-            extra["MODEL_CARD.md"] = args.model_card
-        path = export_bundle(config, args.workdir, args.out, extra or None)
-        print(f"wrote bundle {path}")
         return 0
     raise AssertionError(args.command)
 

@@ -39,7 +39,7 @@ def cross_validate(config: dict, cache: Path, workdir: Path, folds: int = 5, cas
         train_ids = [c for c in ids if c not in held_out]
         train_coarse(config, cache, fold_dir, train_ids, resume)
         train_fine(config, cache, fold_dir, targets, cases=train_ids, resume=resume)
-        bundle = export_bundle(config, fold_dir, fold_dir / "bundle")
+        bundle = export_bundle(fold_dir, fold_dir / "bundle")
         fold_rows = evaluate_model(bundle, indexed_cases(index, held_out), progress=False)
         write_results(fold_rows, fold_dir / "evaluation")
         rows += [{**r, "fold": k} for r in fold_rows]

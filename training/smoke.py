@@ -48,7 +48,7 @@ def run_smoke(workdir: Path, seed: int | None = None, overrides: list[str] | Non
     index = prepare(workdir / "data", workdir / "cache", config["data"], progress=False)
     train_coarse(config, workdir / "cache", workdir / "run", TRAIN_IDS)
     fine = train_fine(config, workdir / "cache", workdir / "run", cases=TRAIN_IDS)
-    bundle = export_bundle(config, workdir / "run", workdir / "bundle")
+    bundle = export_bundle(workdir / "run", workdir / "bundle")
     t_train = time.time() - t0
     rows = evaluate_model(bundle, indexed_cases(index, HELD_OUT), device="cpu", progress=False)
     facts = {"seed": config["seed"], "threads": torch.get_num_threads(), "train_s": round(t_train),
