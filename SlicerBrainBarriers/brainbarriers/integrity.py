@@ -106,7 +106,10 @@ def read_header(path: Path, label: str) -> Header:
             reader.ReadImageInformation()
     except (RuntimeError, OSError) as exc:
         raise InputError(f"{label}: cannot read the image header ({sitk_reason(exc, ''.join(chatter))})") from None
-    metadata = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+    try:
+        metadata = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+    except (TypeError, UnicodeDecodeError, RuntimeError):
+        raise InputError(f"{label}: damaged header (its text is not readable)") from None
     header = Header(
         size=tuple(int(s) for s in reader.GetSize()), spacing=tuple(reader.GetSpacing()),
         origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()),

@@ -45,10 +45,8 @@ def test_truncated_nii_gz_is_refused(tmp_path, case_files, tiny_bundle):
 
 @pytest.fixture(scope="module")
 def t1_bundle(tmp_path_factory) -> Path:
-    from conftest import TEST_COARSE, TEST_SPACING
-
     return write_tiny_bundle(tmp_path_factory.mktemp("t1bundle") / "t1only", modalities=("t1",),
-                             spacing=TEST_SPACING, coarse_spacing=TEST_COARSE, structures=["ventricles"])
+                             spacing=(4.0, 4.0, 4.0), coarse_spacing=(8.0, 8.0, 8.0), structures=["ventricles"])
 
 
 def test_file_name_with_spaces_gets_a_safe_default_case(tmp_path, t1_bundle):
