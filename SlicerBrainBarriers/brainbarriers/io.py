@@ -59,8 +59,11 @@ def image_header(path: str | Path, modality: str = "image") -> Header:
     if path.is_dir():
         from .dicom_series import find_series
 
-        return find_series(path, label).header
-    return read_header(path, label)
+        header = find_series(path, label).header
+    else:
+        header = read_header(path, label)
+    check_header(header, label)
+    return header
 
 
 def read_image(path: str | Path, role: str = "image") -> sitk.Image:
