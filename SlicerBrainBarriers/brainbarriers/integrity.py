@@ -22,6 +22,7 @@ import bz2
 import contextlib
 import gzip
 import os
+import struct
 import tempfile
 import threading
 import zlib
@@ -180,7 +181,34 @@ class _Payload:
     prefix: int = 0
 
 
+def _check_nifti_pixdim(path: Path, label: str) -> None:
+    """Without an sform the voxel size is pixdim[1..3], and ITK's niftilib silently turns a 0 or NaN
+    there into 1 mm before SimpleITK reports it; so those fields are read from the raw NIfTI-1 header
+    (348 bytes: sizeof_hdr at 0, pixdim float32[8] at 76, sform_code int16 at 254). NIfTI-2 is left
+    to ITK."""
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read(348)
+    except (OSError, EOFError, zlib.error):
+        return  # the stream check reports the damage
+    if len(raw) < 348:
+        return
+    for endian in ("<", ">"):
+        if struct.unpack_from(endian + "i", raw, 0)[0] == 348:
+            break
+    else:
+        return
+    if struct.unpack_from(endian + "h", raw, 254)[0] > 0:
+        return
+    pixdim = struct.unpack_from(endian + "8f", raw, 76)
+    for i in (1, 2, 3):
+        if not np.isfinite(pixdim[i]) or pixdim[i] == 0:
+            raise InputError(f"{label}: damaged NIfTI header: pixdim[{i}] (a voxel size) is {pixdim[i]:g}")
+
+
 def _nifti_payload(path: Path, header: Header, label: str) -> _Payload:
+    _check_nifti_pixdim(path, label)
     try:
         offset = int(float(header.metadata.get("vox_offset", "352")))
     except ValueError:
