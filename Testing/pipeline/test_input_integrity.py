@@ -187,3 +187,22 @@ def test_lock_waits_for_nobody_and_threads_see_it(tmp_path):
         t.join(10)
     time.sleep(0)
     assert len(errors) == 1 and "another brainbarriers run" in errors[0]
+
+
+def test_one_reader_and_one_discovery_serve_training_too(tmp_path):
+    """Training's data sets: flat <case>_<suffix> files with label maps, read through the same reader."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    ct = make_image("ct", size=(10, 12, 8))
+    sitk.WriteImage(ct, str(flat / "007_ct.mha"))
+    lab = sitk.Cast(sitk.BinaryThreshold(ct, 0, 5000, 2, 0), sitk.sitkUInt8)
+    sitk.WriteImage(lab, str(flat / "007_labelmap_task1.nii.gz"))
+    found = cases.find_cases(flat, keys=("ct", "t1", "t2", "label"), suffixes={"label": "labelmap_task1"})
+    assert [(c.case, sorted(c.inputs)) for c in found] == [("007", ["ct", "label"])]
+    label = io.read_image(found[0].inputs["label"], "label")
+    assert label.GetPixelID() == sitk.sitkUInt8
+    assert np.array_equal(sitk.GetArrayFromImage(label), sitk.GetArrayFromImage(lab))
+    data = found[0].inputs["label"].read_bytes()
+    found[0].inputs["label"].write_bytes(data[:-9])  # the gzip trailer (CRC-32 and length) cut off
+    with pytest.raises(InputError, match="truncated"):
+        io.read_image(found[0].inputs["label"], "label")
