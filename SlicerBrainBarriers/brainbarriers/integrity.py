@@ -22,6 +22,7 @@ import bz2
 import contextlib
 import gzip
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -39,7 +40,7 @@ MAX_VOXELS = 2**31
 #: Largest size of one axis (a whole-body CT at 0.5 mm has ~4000 slices).
 MAX_AXIS = 16384
 _CHUNK = 1 << 20
-_STDERR_LOCK = threading.Lock()
+_STDERR_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def sitk_reason(exc: Exception, chatter: str = "") -> str:
     for key in ("[nrrd]", "MetaImage:", "ERROR", "Could not", "Reason"):
         for ln in lines:
             if key in ln and "Exception thrown" not in ln:
-                ln = ln.split("sitk::ERROR:")[-1].strip()
+                ln = re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln.split("sitk::ERROR:")[-1]).strip().rstrip(":")
                 return ln[:160]
     return "unknown format"
 

@@ -90,8 +90,7 @@ def read_image(path: str | Path, role: str = "image") -> sitk.Image:
             with quiet_stderr() as chatter:
                 image = sitk.ReadImage(str(path))
         except (RuntimeError, OSError) as exc:
-            reason = re.sub(r"\(0x[0-9a-f]+\)", "", sitk_reason(exc, "".join(chatter))).rstrip(":")
-            raise InputError(f"{label}: cannot read the image ({reason})") from None
+            raise InputError(f"{label}: cannot read the image ({sitk_reason(exc, ''.join(chatter))})") from None
     check_image(image, label)
     if role == "label":
         return check_label(image, label)
