@@ -27,7 +27,7 @@ def lock_path(out_dir: str | Path, case: str) -> Path:
     return Path(out_dir) / f".{case}.lock"
 
 
-def _busy(path: Path, case: str) -> OutputError:
+def _busy(path: Path, case: str, stale_hint: bool = False) -> OutputError:
     try:
         holder = path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -35,6 +35,7 @@ def _busy(path: Path, case: str) -> OutputError:
     return OutputError(
         f"another brainbarriers run is writing case {case} in {path.parent}{f' ({holder})' if holder else ''}; "
         f"wait for it to finish or choose another --output or --case"
+        + (f" (if no run is active, delete {path})" if stale_hint else "")
     )
 
 
@@ -47,7 +48,7 @@ def case_lock(out_dir: str | Path, case: str) -> Iterator[Path]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            raise _busy(path, case) from None
+            raise _busy(path, case, stale_hint=True) from None
         except OSError as exc:
             raise OutputError(f"cannot create the lock file {path} ({exc.strerror or exc})") from None
         try:
