@@ -204,3 +204,16 @@ def test_one_reader_and_one_discovery_serve_training_too(tmp_path):
     found[0].inputs["label"].write_bytes(data[:-9])  # the gzip trailer (CRC-32 and length) cut off
     with pytest.raises(InputError, match="truncated"):
         io.read_image(found[0].inputs["label"], "label")
+
+
+def test_lock_without_flock_uses_an_exclusive_file(tmp_path, monkeypatch):
+    """Where fcntl is missing (Windows) the lock is an exclusively created file, with a stale-lock hint."""
+    from brainbarriers import output_lock
+
+    monkeypatch.setattr(output_lock, "fcntl", None)
+    with output_lock.case_lock(tmp_path, "w"):
+        assert (tmp_path / ".w.lock").read_text().startswith("pid ")
+        with pytest.raises(OutputError, match="if no run is active, delete"):
+            with output_lock.case_lock(tmp_path, "w"):
+                pass
+    assert list(tmp_path.iterdir()) == []
