@@ -5,7 +5,7 @@
 #   bash scripts/rename_training_imports.sh && git diff --stat
 # then refresh the editable install (`make env`, or `.venv/bin/pip install --no-deps -e .`) so
 # `brainbarriers_training` resolves to this checkout's training/ folder.
-# Rewrites only: `from training.` / `from training import` / `import training` / `-m training` /
+# Needs ruff (RUFF, default .venv/bin/ruff) to re-sort the imports it renames. Rewrites only: `from training.` / `from training import` / `import training` / `-m training` /
 # "prog python -m training" and the generator tag "training.phantom"; prints what is left that
 # still says `training` as a module, for a look by hand. Idempotent.
 set -euo pipefail
@@ -24,6 +24,12 @@ sed -i -E \
   -e "s/'-m', 'training'/'-m', 'brainbarriers_training'/g" \
   -e 's/"generator": "training\.phantom"/"generator": "brainbarriers_training.phantom"/g' \
   "${files[@]}"
+
+# `brainbarriers_training` sorts among the third-party imports (as `brainbarriers` does; `training`
+# was first-party as a root folder): let ruff re-sort the import blocks it moved.
+RUFF=${RUFF:-.venv/bin/ruff}
+mapfile -t pyfiles < <(printf '%s\n' "${files[@]}" | grep '\.py$')
+"$RUFF" check --fix --select I --quiet "${pyfiles[@]}" || true
 
 echo "rewritten: $(git diff --name-only -- "${files[@]}" | wc -l) files"
 echo "left for a look by hand (module-like uses of 'training'):"

@@ -44,13 +44,13 @@ def find_entry(name: str, index: list[dict] | None = None) -> dict:
 
 def list_models(index: list[dict] | None = None) -> list[dict]:
     """Index entries plus installed bundles not in the index, each with "installed" (folder or None)
-    and "licence" (the index entry's, else the installed manifest's, else None)."""
+    and "licence" (the installed manifest's, else the index entry's, else None)."""
     rows = []
     seen = set()
     for e in index or load_index():
         folder = find_installed(e["id"], e["version"])
         rows.append({**e, "installed": str(folder) if folder else None,
-                     "licence": e.get("licence") or _manifest_licence(folder)})
+                     "licence": _manifest_licence(folder) or e.get("licence")})
         seen.add((e["id"], e["version"]))
     for model_id, version, folder in installed_bundles():
         if (model_id, version) not in seen:
