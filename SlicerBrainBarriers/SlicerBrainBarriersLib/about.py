@@ -38,5 +38,6 @@ def acknowledgement_text() -> str:
         "from the OASIS project (http://www.oasis-brains.org/); labeled data provided by Neuromorphometrics, "
         "Inc. (http://Neuromorphometrics.com/) under academic subscription. The bundled demo model and "
         "sample case are for demonstration only, not for clinical use.</p>"
-        f"<p>Full notices: <a href=\"{NOTICES_URL}\">THIRD_PARTY_NOTICES.md</a>.</p>"
+        f"<p>Full notices: <a href=\"{NOTICES_URL}\">THIRD_PARTY_NOTICES.md</a> (installed with the module in "
+        "Resources/Licences).</p>"
     )

@@ -99,7 +99,8 @@ def test_install_list_covers_the_runtime(installed):
     for rel in ("SlicerBrainBarriers.py", "SlicerBrainBarriersLib/logic.py", "SlicerBrainBarriersLib/about.py",
                 "brainbarriers/cli.py", "brainbarriers/bundles/manifest.schema.json",
                 "brainbarriers/bundles/models_index.json", "Resources/UI/SlicerBrainBarriers.ui",
-                "Resources/SampleData/sample_ct.nrrd", "Resources/SampleData/LICENSES/GPL-2.0.txt"):
+                "Resources/SampleData/sample_ct.nrrd", "Resources/SampleData/LICENSES/GPL-2.0.txt",
+                "Resources/Licences/LICENSE.txt", "Resources/Licences/THIRD_PARTY_NOTICES.md"):
         assert f"{LIB_DIR}/{rel}" in dest, rel
     # every file of the shipped bundle, LICENSE and MODEL_CARD.md included (a bundle with a file
     # missing is refused at load)

@@ -60,6 +60,8 @@ def test_entry_agrees_with_the_cmake_metadata(entry):
     assert name == meta["project"], "the file name is the extension name, CMake's project()"
     assert not name.lower().startswith("slicer"), "new extension names must not start with 'Slicer'"
     assert data["category"] == meta["EXTENSION_CATEGORY"]
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "set(EXTENSION_LICENSE_FILE ${CMAKE_CURRENT_SOURCE_DIR}/LICENSE.txt)" in text  # else Slicer's licence
     assert data.get("build_dependencies", []) == meta["EXTENSION_DEPENDS"].split()
     # the repository: https, named Slicer..., the same one the homepage and image URLs point into
     url = urlsplit(data["scm_url"])
