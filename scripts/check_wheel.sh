@@ -4,8 +4,8 @@
 #      file the runtime reads (scripts/check_dist.py);
 #   2. install the wheel into a fresh virtual environment, dependencies pinned by requirements-dev.txt
 #      (CPU torch==2.13.0; pip's cache is reused);
-#   3. from an empty folder, with nothing of the checkout on the path: --version, models list,
-#      models verify, segment the sample CT, the training entry points;
+#   3. from an empty folder, with nothing of the checkout on the path: --version, models verify,
+#      segment the sample CT (the run of issue 17), models list, imports, the training entry points;
 #   4. an editable install exposes brainbarriers_training too.
 # Any failure stops the script with a non-zero exit. PY: interpreter with `build` and setuptools
 # (default .venv/bin/python). KEEP=1 keeps the work folder.
@@ -23,7 +23,10 @@ step "build sdist and wheel (wheel built from the sdist)"
 # --no-isolation: build with the pinned setuptools of the dev environment, no download per run
 "$PY" -m build --no-isolation --outdir "$WORK/dist" "$REPO" >"$WORK/build.log" 2>&1 \
   || { tail -20 "$WORK/build.log"; fail "building the sdist/wheel failed"; }
-"$PY" "$REPO/scripts/check_dist.py" "$WORK/dist"
+# a content problem is reported now, the run continues (the runtime errors it causes say more)
+# and the script fails at the end
+dist_ok=1
+"$PY" "$REPO/scripts/check_dist.py" "$WORK/dist" || dist_ok=0
 WHEEL=$(ls "$WORK"/dist/brainbarriers-*.whl)
 VERSION=$(basename "$WHEEL" | cut -d- -f2)
 
@@ -43,20 +46,6 @@ step "brainbarriers --version"
 got=$("$V/brainbarriers" --version)
 [ "$got" = "brainbarriers $VERSION" ] || fail "--version printed '$got', the wheel is $VERSION"
 echo "$got"
-"$V/python" - "$VERSION" "$WORK/venv" <<'EOF'
-import importlib.metadata, importlib.util, sys
-version, venv = sys.argv[1:]
-import brainbarriers, brainbarriers_training
-for mod in (brainbarriers, brainbarriers_training):
-    assert mod.__file__.startswith(venv), f"{mod.__name__} imported from {mod.__file__}, not the installed wheel"
-assert importlib.metadata.version("brainbarriers") == brainbarriers.__version__ == version
-assert importlib.util.find_spec("training") is None, "the wheel installs a top-level `training` module"
-print(f"imports from the venv, version {version}, no top-level `training`")
-EOF
-
-step "brainbarriers models list"
-"$V/brainbarriers" models list | tee "$WORK/models.txt"
-grep -q "brainbarriers-demo@.*CC-BY-NC-4.0" "$WORK/models.txt" || fail "models list does not show the demo model's licence"
 
 step "brainbarriers models verify"
 "$V/brainbarriers" models verify | tee "$WORK/verify.txt"
@@ -76,6 +65,22 @@ assert all(v > 0 for v in volumes.values()), volumes
 print(f"report: brainbarriers_version {report['brainbarriers_version']}, {len(volumes)} structures, all non-empty")
 EOF
 
+step "brainbarriers models list"
+"$V/brainbarriers" models list | tee "$WORK/models.txt"
+grep -q "brainbarriers-demo@.*CC-BY-NC-4.0" "$WORK/models.txt" || fail "models list does not show the demo model's licence"
+
+step "imports come from the installed wheel"
+"$V/python" - "$VERSION" "$WORK/venv" <<'EOF'
+import importlib.metadata, importlib.util, sys
+version, venv = sys.argv[1:]
+import brainbarriers, brainbarriers_training
+for mod in (brainbarriers, brainbarriers_training):
+    assert mod.__file__.startswith(venv), f"{mod.__name__} imported from {mod.__file__}, not the installed wheel"
+assert importlib.metadata.version("brainbarriers") == brainbarriers.__version__ == version
+assert importlib.util.find_spec("training") is None, "the wheel installs a top-level `training` module"
+print(f"imports from the venv, version {version}, no top-level `training`")
+EOF
+
 step "training entry points"
 "$V/brainbarriers-train" --help >/dev/null
 "$V/python" -m brainbarriers_training --help >/dev/null
@@ -87,11 +92,12 @@ pip_install --no-deps --no-build-isolation -e "$REPO"
 "$V/python" - "$REPO" <<'EOF'
 import sys
 from pathlib import Path
-repo = Path(sys.argv[1])
+repo = Path(sys.argv[1]).resolve()
 import brainbarriers, brainbarriers_training
 assert Path(brainbarriers_training.__file__).resolve() == repo / "training" / "__init__.py", brainbarriers_training.__file__
 assert Path(brainbarriers.__file__).resolve() == repo / "SlicerBrainBarriers" / "brainbarriers" / "__init__.py"
 print("editable: brainbarriers and brainbarriers_training import from the checkout")
 EOF
 
+[ "$dist_ok" = 1 ] || fail "the sdist/wheel lack files (see check_dist above)"
 step "OK: brainbarriers $VERSION works as installed from its wheel"
