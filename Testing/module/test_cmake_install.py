@@ -75,9 +75,11 @@ print(json.dumps({"demo_installed": [e.path for e in demo if e.downloaded], "seg
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> list[tuple[Path, str]]:
     """(source file, install destination) of everything the module's CMakeLists installs."""
-    cmake = shutil.which("cmake")
+    # the pinned cmake of requirements-dev.txt (next to this interpreter), else the system's
+    beside = Path(sys.executable).with_name("cmake")
+    cmake = str(beside) if beside.is_file() else shutil.which("cmake")
     if cmake is None:
-        pytest.fail("cmake is not installed (make env installs it via scripts/install_system_libs.sh)")
+        pytest.fail("cmake is not installed (requirements-dev.txt pins it; `make env`)")
     folder = tmp_path_factory.mktemp("cmake")
     module_cmake = folder / "module.cmake"
     # script mode refuses CONFIGURE_DEPENDS (a build-time re-glob): drop it, keep everything else
