@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := Resources/SampleData
 export QT_QPA_PLATFORM ?= offscreen
+# the venv's tools first (as if activated): the pinned cmake the CMake tests run
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: env demo test test-slow lint bench check-wheel
 
