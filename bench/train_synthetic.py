@@ -13,10 +13,11 @@ import argparse
 import time
 
 import torch
-from brainbarriers.losses import DeepSupervisionLoss, FNDiceCELoss
 from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from safetensors.torch import save_file
+
+from training.losses import DeepSupervisionLoss, FNDiceCELoss
 
 
 def scene(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,11 +39,12 @@ rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 # post-hoc per-class logit adjustment of the coarse output head (boxes only; see the script)
 $PY scripts/demo_calibrate_coarse.py "$WORK/run" "$WORK/cache"
 
-# 4. export the bundle (manifest + safetensors + SHA-256, model card and licence beside them);
+# 4. export the bundle from the recipe saved in the run (manifest + safetensors + SHA-256, model
+#    card and licence beside them);
 #    the model card and licence texts are kept in the bundle folder and carried over
 cp "$BUNDLE/MODEL_CARD.md" "$BUNDLE/LICENSE" "$WORK/"
 rm -rf "$BUNDLE.new"
-$PY -m training export --config demo --workdir "$WORK/run" --out "$BUNDLE.new" \
+$PY -m training export --workdir "$WORK/run" --out "$BUNDLE.new" \
     --model-card "$WORK/MODEL_CARD.md" --licence-file "$WORK/LICENSE"
 rm -rf "$BUNDLE" && mv "$BUNDLE.new" "$BUNDLE"
 

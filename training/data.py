@@ -21,6 +21,18 @@ from .prepare import load_case
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
+#: A predicted box is used for a fine crop only when it covers at least this fraction of the true box.
+MIN_BOX_COVERAGE = 0.5
+
+
+def box_coverage(box: list[int], truth: list[int]) -> float:
+    """Fraction of the voxels of box ``truth`` that lie inside ``box`` (flat [lo..., hi...] boxes)."""
+    n = len(truth) // 2
+    inter = np.prod([max(0, min(box[n + a], truth[n + a]) - max(box[a], truth[a])) for a in range(n)])
+    whole = np.prod([max(0, truth[n + a] - truth[a]) for a in range(n)])
+    return float(inter / whole) if whole else 0.0
+
+
 def sample_seed(base: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(base), int(epoch), int(index)]).generate_state(1)[0])
 
@@ -195,13 +207,15 @@ class TrainingSet(Dataset):
 
     def localisation(self, entry: dict, rng: np.random.Generator) -> list[int] | None:
         """The box the crop is built from: one coarse checkpoint's prediction drawn at random, or
-        the ground-truth box when there are none (or the drawn one missed the target)."""
+        the ground-truth box when there are none or the drawn one missed the target (covers less
+        than MIN_BOX_COVERAGE of the true box: a crop there would teach the network nothing but
+        background)."""
         assert self.target is not None
         gt = entry["boxes"].get(self.target.key)
         if self.boxes:
             names = sorted(self.boxes)
             predicted = self.boxes[names[int(rng.integers(len(names)))]].get(entry["case"], {}).get(self.target.key)
-            if predicted:
+            if predicted and (not gt or box_coverage(predicted, gt) >= MIN_BOX_COVERAGE):
                 return list(predicted)
         return list(gt) if gt else None
 

@@ -33,6 +33,7 @@ CORE_REQUIREMENTS = (
     "safetensors>=0.4",
     "tqdm>=4.60",
     "platformdirs>=3",
+    "jsonschema>=4.17",
 )
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

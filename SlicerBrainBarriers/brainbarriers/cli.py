@@ -224,13 +224,13 @@ def cmd_models_list(args, progress) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<32} {'inputs':<12} {'cpu s':>7} {'gpu s':>7}  installed")
+    print(f"{'model':<32} {'inputs':<12} {'cpu s':>7} {'gpu s':>7}  {'licence':<14} installed")
     for r in rows:
         t = r.get("timings") or {}
         mods = "+".join((r.get("inputs") or {}).get("modalities", []))
         fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         print(f"{r['id'] + '@' + r['version']:<32} {mods:<12} {fmt(t.get('cpu_s')):>7} {fmt(t.get('gpu_s')):>7}  "
-              f"{r['installed'] or 'no'}")
+              f"{r.get('licence') or 'unknown':<14} {r['installed'] or 'no'}")
     return 0
 
 

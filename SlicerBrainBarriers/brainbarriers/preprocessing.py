@@ -1,36 +1,12 @@
-"""Resampling to the model grid and intensity normalisation (shared by inference and training)."""
+"""Intensity normalisation, channel stacking and patient-to-array axis mapping (shared by inference and training)."""
 
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from .structures import PatientAxis
 
 _PATIENT_AXIS_ROW = {"LR": 0, "AP": 1, "IS": 2}
-
-
-def resample_to_spacing(
-    image: sitk.Image,
-    spacing: tuple[float, float, float],
-    interpolator: int = sitk.sitkLinear,
-    default_value: float = 0.0,
-) -> sitk.Image:
-    """Resample ``image`` to ``spacing`` (mm) keeping its origin, direction and physical extent."""
-    old_size = np.array(image.GetSize())
-    old_spacing = np.array(image.GetSpacing())
-    new_size = np.maximum(1, np.round(old_size * old_spacing / np.array(spacing))).astype(int)
-    return sitk.Resample(
-        image,
-        [int(s) for s in new_size],
-        sitk.Transform(),
-        interpolator,
-        image.GetOrigin(),
-        tuple(float(s) for s in spacing),
-        image.GetDirection(),
-        default_value,
-        image.GetPixelID() if interpolator == sitk.sitkNearestNeighbor else sitk.sitkFloat32,
-    )
 
 
 def array_axis(direction: tuple[float, ...], patient_axis: PatientAxis) -> int:

@@ -77,7 +77,7 @@ def test_install_uses_pytorch_utils_and_protects_slicer_packages():
     assert rec.torch_calls == ["==2.13.0"]
     (args, constraints), = rec.pip_calls
     names = {deps.requirement_name(a) for a in args if not a.startswith("-") and not a.endswith(".txt")}
-    assert names == {"safetensors", "tqdm", "platformdirs"}
+    assert names == {"safetensors", "tqdm", "platformdirs", "jsonschema"}
     assert not names & set(deps.PROTECTED)
     # Slicer's packages are pinned to what is installed, so pip cannot replace them as a dependency
     for name in ("numpy", "simpleitk", "vtk"):

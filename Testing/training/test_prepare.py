@@ -3,7 +3,7 @@ import shutil
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.preprocessing import normalise, resample_to_spacing
+from brainbarriers.preprocessing import normalise
 from brainbarriers.structures import FINE_TARGETS
 from training_helpers import run_training_cli
 
@@ -46,8 +46,7 @@ def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
     assert cimage.shape == (3, 32, 32, 32) and clabel.shape == (32, 32, 32)
     # normalised as brainbarriers.preprocessing does (same grid here: the phantom spacing is the model's)
     for c, m in enumerate(("ct", "t1", "t2")):
-        raw = resample_to_spacing(sitk.Cast(sitk.ReadImage(str(case_files(data, "001")[m])), sitk.sitkFloat32),
-                                  (2.4, 2.4, 2.4))
+        raw = sitk.Cast(sitk.ReadImage(str(case_files(data, "001")[m])), sitk.sitkFloat32)  # already on the model grid
         expected = normalise(sitk.GetArrayFromImage(raw), m, load_config("smoke")["data"]["normalisation"][m])
         np.testing.assert_allclose(image[c], expected, atol=1e-4)
     # every fine target present (sinus split into two), boxes consistent with the label
@@ -100,7 +99,9 @@ def test_coarse_labels_keep_thin_targets():
     img.SetSpacing((1.2, 1.2, 1.2))
     nearest = sitk.GetArrayFromImage(sitk.Resample(img, [5, 5, 5], sitk.Transform(), sitk.sitkNearestNeighbor,
                                                    img.GetOrigin(), (4.8, 4.8, 4.8)))
-    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, (4.8, 4.8, 4.8)))
+    from brainbarriers.geometry import model_grid
+
+    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, model_grid(img, (4.8, 4.8, 4.8))))
     assert coarse.shape == (5, 5, 5)
     assert not (nearest == 2).any()  # nearest-neighbour loses the sheet
     assert (coarse == 2).sum() >= 9 and (coarse == 1).any()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from brainbarriers.structures import fine_target
-from training_helpers import REPO, run_training_cli, tiny_config, write_config
+from training_helpers import PYTHONPATH, REPO, run_training_cli, tiny_config, write_config
 
 from training.data import TrainingSet
 from training.engine import load_checkpoint, load_weights, network_spec, read_log
@@ -95,7 +95,7 @@ def test_killed_run_resumes_at_the_same_step_with_the_same_state(prepared, tmp_p
     assert ref.returncode == 0, ref.stderr
 
     work = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
     proc = subprocess.Popen([sys.executable, "-m", "training", *args, "--workdir", str(work)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = work / "coarse" / "checkpoint.pt"
@@ -139,7 +139,7 @@ def test_ddp_two_processes_gloo_matches_single_process(prepared, tmp_path):
     common = ["train-coarse", "--config", str(config), "--cache", str(cache), "--threads", "1"]
     single = run_training_cli(common + ["--workdir", str(tmp_path / "single")], timeout=600)
     assert single.returncode == 0, single.stderr
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "training", *common, "--workdir", str(tmp_path / "ddp")], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
