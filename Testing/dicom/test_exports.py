@@ -225,5 +225,5 @@ def test_series_with_a_missing_slice_is_refused(tmp_path):
     victim.unlink()
     before = folder_digest(tmp_path / "ct")
     proc = run_cli("segment", "--ct", str(tmp_path / "ct"), "--output", str(tmp_path / "out"), "--rtstruct")
-    assert_one_line_error(proc, "not evenly spaced", "between slices 5 and 6")
+    assert_one_line_error(proc, "slice(s) missing between DICOM files CT0004.dcm and CT0006.dcm")
     assert not (tmp_path / "out").exists() and folder_digest(tmp_path / "ct") == before

@@ -68,11 +68,10 @@ def dicom_outputs(inputs: dict[str, str | Path], out_dir: str | Path, case: str,
     if not (seg or rtstruct):
         return {}
     require_libraries()
-    from .series import check_complete, load_source_series
+    from .series import load_source_series
 
     folder = check_dicom_reference(inputs, out_dir)
-    series = load_source_series(folder)
-    check_complete(series, folder)  # a damaged series is refused before it is segmented
+    series = load_source_series(folder)  # a damaged series is refused here, before it is segmented
 
     def source():
         return series

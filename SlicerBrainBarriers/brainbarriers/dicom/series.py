@@ -1,10 +1,10 @@
 """The source DICOM series behind a segmentation: its instances in slice order, checked against the grid.
 
 The DICOM exports reference every source image by SOP Instance UID, so the labels' slice ``k``
-must be matched to the right instance. Instances are sorted along the slice normal (as GDCM does
-when SimpleITK reads the series) and the result is checked against the label grid: same number of
-slices, rows and columns, the same first position and orientation. A mismatch is an error, never
-a silently shifted structure set.
+must be matched to the right instance. The files are those the image reader takes, in its order
+(``brainbarriers.dicom_series.find_series``, which also proves the series whole); their headers
+are read with pydicom and checked against the label grid: same number of slices, rows and columns,
+the same orientation and positions. A mismatch is an error, never a silently shifted structure set.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ class SourceSeries:
         return row, col, np.cross(row, col)
 
 
-def _headers(folder: Path, files: list[Path] | None = None):
-    """(path, header) of every DICOM image file below ``folder`` (or of ``files``), in path order."""
+def _headers(folder: Path):
+    """(path, header) of every DICOM image file in ``folder``, in path order."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    for path in sorted(files if files is not None else (p for p in folder.rglob("*") if p.is_file())):
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -60,60 +60,37 @@ def _headers(folder: Path, files: list[Path] | None = None):
             yield path, ds
 
 
-def _read_headers(folder: Path) -> list[tuple[Path, object]]:
-    return list(_headers(folder))
-
-
 def is_dicom_series(path: str | Path) -> bool:
     """True when ``path`` is a folder holding at least one DICOM image with a position."""
     path = Path(path).expanduser()
     return path.is_dir() and next(_headers(path), None) is not None
 
 
-def load_source_series(folder: str | Path, series_uid: str | None = None, files: list[Path] | None = None) -> SourceSeries:
-    """The image series of ``folder`` (the given one, or the one with most instances, as the reader picks).
+def load_source_series(folder: str | Path, files: list[Path] | None = None) -> SourceSeries:
+    """The image series of ``folder`` as the image reader takes it (``dicom_series.find_series``:
+    the largest series, proven whole: no missing, doubled or unevenly spaced slice).
 
-    ``files``: read these files instead of the folder's (instances found in Slicer's DICOM database).
+    ``files``: these instances instead (found in Slicer's DICOM database); sorted here and checked
+    against the label grid by ``check_matches_grid``.
     """
+    import pydicom
+
     folder = Path(folder).expanduser()
-    if files is not None:
-        headers = list(_headers(folder, [Path(f) for f in files]))
-    else:
-        headers = _read_headers(folder) if folder.is_dir() else []
-    if not headers:
-        raise InputError(f"{folder}: not a DICOM series folder (the DICOM exports need a DICOM reference input)")
-    groups: dict[str, list[tuple[Path, object]]] = {}
-    for path, ds in headers:
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
-    if series_uid is not None:
-        if series_uid not in groups:
-            raise InputError(f"{folder}: no series {series_uid}")
-        chosen = groups[series_uid]
-    else:
-        chosen = max(groups.values(), key=len)
-    row, col = (np.array([float(v) for v in chosen[0][1].ImageOrientationPatient])[s] for s in (slice(0, 3), slice(3, 6)))
-    normal = np.cross(row, col)
-    chosen.sort(key=lambda item: float(np.dot(normal, [float(v) for v in item[1].ImagePositionPatient])))
-    return SourceSeries([ds for _, ds in chosen], [p for p, _ in chosen])
+    if files is None:
+        from ..dicom_series import find_series
 
-
-def check_complete(series: SourceSeries, folder: str | Path = "") -> None:
-    """Refuse a series with missing or doubled slices (uneven steps along the slice normal)."""
-    where = f"{folder}: " if folder else ""
-    if len(series.datasets) < 2:
-        raise InputError(f"{where}the DICOM series has {len(series.datasets)} slice; a volume is needed")
-    _, _, normal = series.orientation()
-    steps = np.diff(series.positions() @ normal)
-    typical = float(np.median(steps))
-    if typical <= 1e-6:
-        raise InputError(f"{where}the DICOM series has several instances at one position")
-    bad = np.nonzero(np.abs(steps - typical) > 0.01 * typical + 1e-4)[0]
-    if len(bad):
-        k = int(bad[0])
+        files = [Path(f) for f in find_series(folder, str(folder)).files]
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    if not datasets or any("ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds for ds in datasets):
         raise InputError(
-            f"{where}the DICOM series is not evenly spaced: {steps[k]:.3g} mm between slices {k + 1} and {k + 2}, "
-            f"{typical:.3g} mm elsewhere (missing or doubled instances?)"
+            f"{folder}: the DICOM exports need one image per slice with its position (multi-frame images are not supported)"
         )
+    if len({str(ds.SeriesInstanceUID) for ds in datasets}) != 1:
+        raise InputError(f"{folder}: the source images belong to more than one series")
+    row, col = (np.array([float(v) for v in datasets[0].ImageOrientationPatient])[s] for s in (slice(0, 3), slice(3, 6)))
+    normal = np.cross(row, col)
+    order = sorted(range(len(datasets)), key=lambda i: float(np.dot(normal, [float(v) for v in datasets[i].ImagePositionPatient])))
+    return SourceSeries([datasets[i] for i in order], [Path(files[i]) for i in order])
 
 
 def check_matches_grid(series: SourceSeries, labels: sitk.Image) -> None:
