@@ -63,8 +63,8 @@ def build_seg(series: SourceSeries, labels: sitk.Image, values: list[int], algor
     )
     present = [v for v in values if (arr == v).any()]
     descriptions = []
-    # The label map relabelled to segment numbers (one 3D array; highdicom splits it into binary
-    # frames): a quarter of the memory of one boolean volume per segment.
+    # The label map relabelled to segment numbers: one byte per voxel in all (highdicom splits it
+    # into binary frames), not one volume per segment.
     lut = np.zeros(256, np.uint8)
     for number, value in enumerate(present, start=1):
         lab = output_label(value)
