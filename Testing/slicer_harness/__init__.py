@@ -78,6 +78,7 @@ class Harness:
         self.current_module: str | None = None
         self.home = Path(tempfile.mkdtemp(prefix="SlicerHarness-"))
         self.view_calls: list[tuple] = []
+        self.loaded: list[str] = []
 
     def process_events(self, seconds: float = 0.0):
         """Turn the Qt event loop (timers fire, slots run) for ``seconds``."""
@@ -120,6 +121,10 @@ class Harness:
 
 
 _HARNESS: Harness | None = None
+_SAVED: dict = {}
+_SLICER_ADDED = ("mrmlScene", "app", "modules", "qMRMLWidget", "qMRMLNodeComboBox", "qMRMLSegmentEditorWidget",
+                 "ScriptedLoadableModule", "parameterNodeWrapper", "selfTests")
+_UTIL_PATCHED = ("loadUI", "messageBox", "delayDisplay", "selectModule", "setSliceViewerLayers", "pip_install", "mainWindow")
 
 
 def install() -> Harness:
@@ -129,6 +134,12 @@ def install() -> Harness:
     if _HARNESS is not None:
         return _HARNESS
     harness = Harness()
+    import slicer.util
+
+    _SAVED["modules"] = {k: sys.modules.get(k) for k in ("qt", "ctk", "slicer.ScriptedLoadableModule",
+                                                          "slicer.parameterNodeWrapper", "SampleData")}
+    _SAVED["util"] = {k: getattr(slicer.util, k) for k in _UTIL_PATCHED}
+    _SAVED["excepthook"] = sys.excepthook
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["SlicerHarness"])
     app.setApplicationName("Slicer")
 
@@ -169,6 +180,31 @@ def install() -> Harness:
     return harness
 
 
+def uninstall() -> None:
+    """Undo :func:`install` (other tests in the same process see plain slicer-core again)."""
+    global _HARNESS
+    if _HARNESS is None:
+        return
+    import slicer
+    import slicer.util
+
+    for name, module in _SAVED["modules"].items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+    for name, value in _SAVED["util"].items():
+        setattr(slicer.util, name, value)
+    for name in _SLICER_ADDED:
+        if hasattr(slicer, name):
+            delattr(slicer, name)
+    sys.excepthook = _SAVED["excepthook"]
+    for name in _HARNESS.loaded:
+        sys.modules.pop(name, None)
+    shutil.rmtree(_HARNESS.home, ignore_errors=True)
+    _HARNESS = None
+
+
 # --- qt ----------------------------------------------------------------------------------------
 def _qt_module(harness: Harness):
     qt = pythonqt.build_module({})
@@ -179,12 +215,12 @@ def _qt_module(harness: Harness):
 
     class QMessageBox(pythonqt.pythonqt_class(QtWidgets.QMessageBox)):
         def exec(self):  # the user reads the text and clicks the button with the answered text
-            wanted = harness.user.answer("message box", self.text())
+            wanted = harness.user.answer("message box", QtWidgets.QMessageBox.text(self))
             for button in self.buttons():
                 if button.text() == wanted:
                     self._clicked = button
                     return 0
-            raise UnexpectedDialog(f"no button {wanted!r} in dialog {self.text()!r}")
+            raise UnexpectedDialog(f"no button {wanted!r} in dialog {QtWidgets.QMessageBox.text(self)!r}")
 
         def clickedButton(self):  # noqa: N802
             return getattr(self, "_clicked", None)
@@ -254,6 +290,9 @@ class _Application(pythonqt.PythonQtObject, QtCore.QObject):
         home = harness.home / f"Slicer-{SLICER_VERSION}"
         (home / "bin").mkdir(parents=True, exist_ok=True)
         self._home = home
+        launcher = home / "bin" / "PythonSlicer"  # Slicer's Python launcher: here, this interpreter
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+        launcher.chmod(0o755)
         self._settings = QtCore.QSettings(str(harness.home / "settings.ini"), QtCore.QSettings.IniFormat)
 
     applicationName = "Slicer"
@@ -455,6 +494,7 @@ def _load_scripted_module(harness, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    harness.loaded.append(name)
     spec.loader.exec_module(module)
     parent = _ModuleParent(path, name)
     instance = getattr(module, name)(parent)
@@ -466,7 +506,7 @@ def _load_scripted_module(harness, path: Path):
 
 def _segment_editor(harness, slicer):
     parent = _ModuleParent(harness.home / "SegmentEditor.py", "SegmentEditor")
-    setattr(slicer.modules, "segmenteditor", parent)
+    slicer.modules.segmenteditor = parent
     slicer.modules.SegmentEditorWidget = types.SimpleNamespace(editor=widgets.qMRMLSegmentEditorWidget(), enter=lambda: None)
 
 
@@ -489,7 +529,7 @@ def _sample_data_module(harness):
         @staticmethod
         def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,  # noqa: N802, N803
                                            nodeNames=None, customDownloader=None, thumbnailFileName=None,
-                                           loadFileTypes=None, loadFiles=None, loadFileProperties={}, checksums=None,
+                                           loadFileTypes=None, loadFiles=None, loadFileProperties=None, checksums=None,
                                            loadFileType=None):
             if not hasattr(slicer.modules, "sampleDataSources"):
                 slicer.modules.sampleDataSources = {}

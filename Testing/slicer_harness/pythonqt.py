@@ -32,11 +32,20 @@ class PythonQtObject:
     _pythonqt_signals: dict[str, str] = {}
 
     def __getattribute__(self, name):
+        if name in _OWN_METHODS:  # Shiboken would hand out QObject's own connect/disconnect first
+            return types.MethodType(_OWN_METHODS[name], self)
         if name[:1] != "_" and name not in _PYTHON_SIDE:
             if name == "name":
                 return QtCore.QObject.objectName(self)
-            if _qt_property_index(self, name) >= 0:
-                return QtCore.QObject.property(self, name)
+            key = (id(self), name)
+            if key not in _READING and _qt_property_index(self, name) >= 0:
+                # Reading a property may call a C++ virtual (sizeHint...) whose Python-override
+                # lookup asks for this same attribute: that inner lookup gets the method.
+                _READING.add(key)
+                try:
+                    return QtCore.QObject.property(self, name)
+                finally:
+                    _READING.discard(key)
             try:
                 if name.encode() in QtCore.QObject.dynamicPropertyNames(self):
                     return QtCore.QObject.property(self, name)
@@ -83,6 +92,10 @@ class PythonQtObject:
 
 # Attributes that are Python-side even when a Qt property of the same name exists.
 _PYTHON_SIDE = frozenset({"connect", "disconnect", "exec_", "layout", "parent", "setup"})
+
+
+_READING: set = set()
+_OWN_METHODS = {"connect": PythonQtObject.connect, "disconnect": PythonQtObject.disconnect}
 
 
 def _normalise(signature: str) -> str:

@@ -239,10 +239,12 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
             self._set_collapsed(not self._collapsed)
 
     def paintEvent(self, event):  # noqa: N802
+        # Qt getters named like properties (width, font) are attributes under PythonQt: call QWidget's.
+        width = QtWidgets.QWidget.width(self)
         painter = QtWidgets.QStylePainter(self)
         option = QtWidgets.QStyleOptionButton()
         option.initFrom(self)
-        option.rect = QtCore.QRect(0, 0, self.width(), self.HEADER)
+        option.rect = QtCore.QRect(0, 0, width, self.HEADER)
         option.text = ""
         painter.drawControl(QtWidgets.QStyle.CE_PushButton, option)
         arrow = QtWidgets.QStyleOption()
@@ -250,10 +252,10 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
         arrow.rect = QtCore.QRect(6, 6, 12, 12)
         primitive = QtWidgets.QStyle.PE_IndicatorArrowRight if self._collapsed else QtWidgets.QStyle.PE_IndicatorArrowDown
         painter.drawPrimitive(primitive, arrow)
-        font = QtGui.QFont(self.font())
+        font = QtGui.QFont(QtWidgets.QWidget.font(self))
         font.setBold(True)
         painter.setFont(font)
-        painter.drawText(QtCore.QRect(24, 0, self.width() - 28, self.HEADER), QtCore.Qt.AlignVCenter, self._text)
+        painter.drawText(QtCore.QRect(24, 0, width - 28, self.HEADER), QtCore.Qt.AlignVCenter, self._text)
 
 
 class qMRMLSegmentEditorWidget(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
