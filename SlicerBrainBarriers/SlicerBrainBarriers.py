@@ -33,7 +33,8 @@ from SlicerBrainBarriersLib import dependencies, devices, models, panel, samples
 from SlicerBrainBarriersLib.logic import BrainBarriersLogic, PipelineFailed, SegmentParameters
 from SlicerBrainBarriersLib.process import PipelineProcess
 
-INPUT_ROLES = (("ct", "ctVolume", "ctSelector"), ("t1", "t1Volume", "t1Selector"), ("t2", "t2Volume", "t2Selector"))
+#: Modality -> parameter-node attribute.
+INPUT_PARAMETERS = {"ct": "ctVolume", "t1": "t1Volume", "t2": "t2Volume"}
 
 
 class SlicerBrainBarriers(ScriptedLoadableModule):
@@ -146,8 +147,8 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._autoSelectInputs()
 
     def _setupInputs(self):
-        for _, _, selector in INPUT_ROLES:
-            getattr(self.ui, selector).connect("currentNodeChanged(vtkMRMLNode*)", self._onInputChanged)
+        for selector in self._inputSelectors().values():
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._onInputChanged)
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
 
     def _setupModels(self):
@@ -228,8 +229,8 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         self._updatingGUI = True
         try:
-            for _, attribute, selector in INPUT_ROLES:
-                getattr(self.ui, selector).setCurrentNode(getattr(p, attribute))
+            for modality, selector in self._inputSelectors().items():
+                selector.setCurrentNode(getattr(p, INPUT_PARAMETERS[modality]))
             self.ui.outputSegmentationSelector.setCurrentNode(p.outputSegmentation)
             for combo, value in ((self.ui.modelComboBox, p.model), (self.ui.deviceComboBox, p.device), (self.ui.qualityComboBox, p.quality)):
                 index = combo.findData(value) if value else -1
@@ -250,8 +251,8 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._updatingGUI = True
         try:
             with slicer.util.NodeModify(p.parameterNode):
-                for _, attribute, selector in INPUT_ROLES:
-                    setattr(p, attribute, getattr(self.ui, selector).currentNode())
+                for modality, selector in self._inputSelectors().items():
+                    setattr(p, INPUT_PARAMETERS[modality], selector.currentNode())
                 p.outputSegmentation = self.ui.outputSegmentationSelector.currentNode()
                 p.model = self.ui.modelComboBox.currentData or ""
                 p.device = self.ui.deviceComboBox.currentData or "auto"
@@ -263,6 +264,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self._updatingGUI = False
 
     # -- inputs ---------------------------------------------------------------------------------
+    def _inputSelectors(self):
+        return {"ct": self.ui.ctSelector, "t1": self.ui.t1Selector, "t2": self.ui.t2Selector}
+
     def _onInputChanged(self, node=None):
         if self._updatingGUI:
             return
@@ -274,10 +278,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self.logic is None:
             return
         guesses = self.logic.guess_input_nodes()
-        for modality, _, selector in INPUT_ROLES:
-            widget = getattr(self.ui, selector)
-            if widget.currentNode() is None and guesses.get(modality) is not None:
-                widget.setCurrentNode(guesses[modality])
+        for modality, selector in self._inputSelectors().items():
+            if selector.currentNode() is None and guesses.get(modality) is not None:
+                selector.setCurrentNode(guesses[modality])
 
     # -- models ---------------------------------------------------------------------------------
     def _fillModels(self, select=None):
@@ -366,7 +369,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if not structures:
             raise ValueError("Tick at least one structure.")
         return SegmentParameters(
-            inputs={m: getattr(self.ui, selector).currentNode() for m, _, selector in INPUT_ROLES},
+            inputs={m: selector.currentNode() for m, selector in self._inputSelectors().items()},
             model=self.ui.modelComboBox.currentData or models.DEFAULT_MODEL,
             device=self.ui.deviceComboBox.currentData or "auto",
             structures=structures,

@@ -26,17 +26,17 @@ def manifest() -> dict:
             options["inter_slice_axis"] = 2 if t.slice_axis == "LR" else 0
         fine[t.key] = {"architecture": f"hmrnet-{t.variant}", "in_channels": len(MODALITIES), "out_channels": 2,
                        "options": options, "file": f"fine_{t.key}.safetensors", "slice_axis": t.slice_axis,
-                       "margin": t.margin, "max_crop": [48, 48, 48]}
+                       "margin": t.margin, "max_crop": [32, 32, 32]}
     return {
         "schema_version": 1, "id": "brainbarriers-selftest", "version": "0.0.1",
         "description": "random weights for the module self-test", "licence": "Apache-2.0",
         "structures": [t.key for t in FINE_TARGETS],
         "inputs": {"modalities": list(MODALITIES), "supported_subsets": [list(MODALITIES)]},
-        "spacing": [4.0, 4.0, 4.0],
+        "spacing": [6.0, 6.0, 6.0],
         "normalisation": {m: ({"clip": [-100, 200]} if m == "ct" else {}) for m in MODALITIES},
         "networks": {
             "coarse": {"architecture": "coarse-unet", "in_channels": len(MODALITIES), "out_channels": COARSE_CHANNELS,
-                       "options": dict(COARSE), "file": "coarse.safetensors", "spacing": [8.0, 8.0, 8.0]},
+                       "options": dict(COARSE), "file": "coarse.safetensors", "spacing": [12.0, 12.0, 12.0]},
             "fine": fine,
         },
         "training": {"data": "none (random weights)", "recipe": "self-test", "code_version": "selftest", "date": "2026-01-01"},

@@ -1,16 +1,14 @@
-"""Fixtures of the harness tests: the module loaded as Slicer loads it, its panel, input volumes in
+"""Helpers of the harness tests: the module loaded as Slicer loads it, its panel, input volumes in
 ``slicer.mrmlScene``, a tiny model bundle imported through the panel."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +17,6 @@ TINY_BUNDLE = REPO / "Testing" / "pipeline" / "tiny_bundle.py"
 if str(REPO / "Testing") not in sys.path:
     sys.path.insert(0, str(REPO / "Testing"))
 
-import slicer_harness  # noqa: E402
 
 
 def write_tiny_bundle(folder: Path, **kwargs) -> Path:
@@ -95,26 +92,3 @@ class Panel:
                 combo.currentIndex = i
                 return
         raise AssertionError(f"{model_id} not in {[combo.itemText(i) for i in range(combo.count)]}")
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    saved = os.environ.get("BRAINBARRIERS_CACHE")
-    os.environ["BRAINBARRIERS_CACHE"] = str(cache)  # imported bundles go here, in this process and its children
-    h = slicer_harness.install()
-    yield h
-    slicer_harness.uninstall()
-    if saved is None:
-        os.environ.pop("BRAINBARRIERS_CACHE", None)
-    else:
-        os.environ["BRAINBARRIERS_CACHE"] = saved
-
-
-@pytest.fixture(scope="module")
-def module(harness):
-    module = harness.load_module(MODULE_FILE)
-    import slicer
-
-    slicer.app.startupCompleted.emit()  # the application finished loading its modules
-    return module

@@ -5,22 +5,45 @@ child process while the Qt event loop turns, Cancel returns at once, results lan
 from __future__ import annotations
 
 import importlib.abc
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from brainbarriers.structures import OUTPUT_LABELS
-from slicer_module_helpers import (  # noqa: F401 (fixtures)
+from slicer_module_helpers import (
+    MODULE_FILE,
     REPO,
     Panel,
-    harness,
     load_patient,
-    module,
+    slicer_harness,
     snapshot,
     write_tiny_bundle,
 )
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("BRAINBARRIERS_CACHE")
+    os.environ["BRAINBARRIERS_CACHE"] = str(cache)  # imported bundles go here, in this process and its children
+    h = slicer_harness.install()
+    yield h
+    slicer_harness.uninstall()
+    if saved is None:
+        os.environ.pop("BRAINBARRIERS_CACHE", None)
+    else:
+        os.environ["BRAINBARRIERS_CACHE"] = saved
+
+
+@pytest.fixture(scope="module")
+def module(harness):
+    module = harness.load_module(MODULE_FILE)
+    import slicer
+
+    slicer.app.startupCompleted.emit()  # the application finished loading its modules
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +295,6 @@ def test_the_module_self_test_passes(harness, module, panel):
 
 def test_panel_screenshot_after_a_real_run(fresh, harness, tmp_path):
     """The README/extension screenshot: the real panel after a real run, rendered offscreen."""
-    import os
 
     target = os.environ.get("BRAINBARRIERS_SCREENSHOT")
     if target:  # the published picture: the bundled sample case and the demo model
