@@ -17,6 +17,7 @@ TINY_BUNDLE = REPO / "Testing" / "pipeline" / "tiny_bundle.py"
 if str(REPO / "Testing") not in sys.path:
     sys.path.insert(0, str(REPO / "Testing"))
 
+import slicer_harness  # noqa: E402, F401 (the tests install it)
 
 
 def write_tiny_bundle(folder: Path, **kwargs) -> Path:

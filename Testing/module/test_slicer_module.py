@@ -4,10 +4,15 @@ child process while the Qt event loop turns, Cancel returns at once, results lan
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import importlib.abc
+import json
 import os
 import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -322,3 +327,79 @@ def test_panel_screenshot_after_a_real_run(fresh, harness, tmp_path):
         assert image.save(target)
     widget.hide()
 
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one zip in small chunks with pauses, so a download takes a few seconds."""
+
+    data = b""
+    pause = 0.05
+
+    def do_GET(self):  # noqa: N802
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
+        self.send_header("Content-Length", str(len(self.data) - start))
+        self.end_headers()
+        try:
+            for i in range(start, len(self.data), 32768):
+                self.wfile.write(self.data[i:i + 32768])
+                self.wfile.flush()
+                time.sleep(self.pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def published(tmp_path, monkeypatch):
+    """A models index on a real HTTP server (127.0.0.1) with one downloadable tiny bundle."""
+    src = write_tiny_bundle(tmp_path / "src", model_id="tiny-dl")
+    zpath = tmp_path / "tiny-dl.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in sorted(src.iterdir()):
+            zf.write(f, f"tiny-dl/{f.name}")
+    _SlowHandler.data = zpath.read_bytes()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"schema_version": 1, "models": [{
+        "id": "tiny-dl", "version": "0.0.1", "url": f"http://127.0.0.1:{httpd.server_address[1]}/tiny-dl.zip",
+        "sha256": hashlib.sha256(_SlowHandler.data).hexdigest(), "size": len(_SlowHandler.data),
+        "inputs": {"modalities": ["ct", "t1", "t2"]}, "timings": {"cpu_s": 1.0, "gpu_s": None}}]}))
+    monkeypatch.setenv("BRAINBARRIERS_MODELS_INDEX", str(index))
+    yield
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_model_download_shows_progress_and_cancels(fresh, harness, tmp_path, published):
+    load_patient(tmp_path, "D")
+    fresh.widget._fillModels()  # the panel lists the site's index
+    fresh.select_model("tiny-dl")
+    assert "not downloaded" in fresh.ui.modelComboBox.currentText
+    progress = []
+    fresh.ui.progressBar.connect("valueChanged(int)", progress.append)
+
+    harness.user.will(True)  # "Download the model ...?" -> OK
+    fresh.click(fresh.ui.applyButton)
+    harness.wait_until(lambda: any(0 < p < 100 for p in progress), 60, "download progress")
+    assert fresh.click(fresh.ui.applyButton) < 0.5  # Cancel
+    assert "Cancelled" in fresh.ui.progressLabel.text
+    harness.process_events(0.5)
+    fresh.widget._fillModels()
+    fresh.select_model("tiny-dl")
+    assert "not downloaded" in fresh.ui.modelComboBox.currentText  # nothing half-installed
+
+    _SlowHandler.pause = 0.0
+    progress.clear()
+    harness.user.will(True)
+    fresh.click(fresh.ui.applyButton)
+    fresh.wait_idle()
+    assert fresh.ui.progressLabel.text.startswith("Done"), fresh.ui.logTextEdit.toPlainText()
+    assert "tiny-dl 0.0.1" in fresh.ui.modelComboBox.currentText and "not downloaded" not in fresh.ui.modelComboBox.currentText
+    kind, text = harness.user.seen[-1]
+    assert "Download the model tiny-dl" in text
