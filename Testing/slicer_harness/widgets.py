@@ -11,6 +11,9 @@ qMRMLNodeComboBox lists the scene's nodes of ``nodeTypes`` (exact classes unless
 
 from __future__ import annotations
 
+import weakref
+
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Property, Signal
 
@@ -105,13 +108,23 @@ class qMRMLNodeComboBox(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
 
     # -- API ----------------------------------------------------------------------------------
     def setMRMLScene(self, scene):  # noqa: N802
-        for obj, tag in self._observations:
-            obj.RemoveObserver(tag)
-        self._observations = []
+        _remove_observations(self._observations)
         self._scene = scene
         if scene is not None:
+            # Like the C++ widget, stop observing the scene when the widget is destroyed; the
+            # callback holds no reference to the widget so a deleted one is never called.
+            observations = self._observations
+            ref = weakref.ref(self)
+
+            def changed(caller, event):
+                widget = ref()
+                if widget is None or not shiboken6.isValid(widget):
+                    _remove_observations(observations)
+                    return
+                widget._refresh()
+
             for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent, scene.EndCloseEvent, scene.EndImportEvent):
-                self._observations.append((scene, scene.AddObserver(event, self._on_scene_changed)))
+                observations.append((scene, scene.AddObserver(event, changed)))
         self._current = None
         self._refresh()
 
@@ -147,9 +160,6 @@ class qMRMLNodeComboBox(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
         if self._flags["showChildNodeTypes"]:
             return any(node.IsA(t) for t in self._types)
         return node.GetClassName() in self._types
-
-    def _on_scene_changed(self, caller=None, event=None):
-        self._refresh()
 
     def _refresh(self):
         scene = self._scene
@@ -187,6 +197,12 @@ class qMRMLNodeComboBox(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
             self.currentNodeChanged.emit(node)
             self.currentNodeChangedValid.emit(node is not None)
             self.currentNodeIDChanged.emit(node.GetID() if node is not None else "")
+
+
+def _remove_observations(observations: list) -> None:
+    for obj, tag in observations:
+        obj.RemoveObserver(tag)
+    observations.clear()
 
 
 class ctkCollapsibleButton(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
