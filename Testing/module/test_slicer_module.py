@@ -317,7 +317,8 @@ def test_panel_screenshot_after_a_real_run(fresh, harness, tmp_path):
     widget.resize(460, 760)
     widget.show()
     harness.process_events(0.2)
-    widget.resize(460, widget.sizeHint.height())  # PythonQt: sizeHint is a property
+    height = max(widget.sizeHint.height(), widget.layout().totalHeightForWidth(460))  # word-wrapped labels
+    widget.resize(460, height)  # PythonQt: sizeHint is a property
     harness.process_events(0.2)
     image = widget.grab().toImage()
     assert image.width() >= 440
