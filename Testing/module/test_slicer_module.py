@@ -404,3 +404,33 @@ def test_model_download_shows_progress_and_cancels(fresh, harness, tmp_path, pub
     assert "tiny-dl 0.0.1" in fresh.ui.modelComboBox.currentText and "not downloaded" not in fresh.ui.modelComboBox.currentText
     kind, text = harness.user.seen[-1]
     assert "Download the model tiny-dl" in text
+
+
+def test_dependency_install_runs_in_a_child_and_logs(fresh, harness, monkeypatch):
+    """Install keeps the panel responsive and shows pip's output (the pip run itself is replaced:
+    the shared test environment must not change)."""
+    module = sys.modules["SlicerBrainBarriers"]
+    deps = module.dependencies
+    missing = deps.DependencyStatus(missing=["safetensors>=99"], torch_version="2.13.0")
+    monkeypatch.setattr(deps, "check", lambda *a: missing)
+    script = "import time\nfor line in ('Collecting safetensors', 'Installing', 'Successfully installed'):\n" \
+             "    print(line, flush=True); time.sleep(0.3)\n"
+    planned = []
+
+    def commands(plan, python, constraints):
+        planned.append((plan.packages, python))
+        return [[sys.executable, "-c", script]]
+
+    monkeypatch.setattr(deps, "pip_commands", commands)
+    fresh.widget._updateDependencies()
+    assert "Missing: safetensors>=99" in fresh.ui.dependencyLabel.text
+    harness.user.will(True)  # "Install safetensors>=99? ..." -> OK
+    assert fresh.click(fresh.ui.installButton) < 0.5
+    assert fresh.ui.applyButton.text == "Cancel"  # busy, and the event loop runs
+    monkeypatch.setattr(deps, "check", lambda *a: deps.DependencyStatus(missing=[], torch_version="2.13.0"))
+    fresh.wait_idle(60)
+    log = fresh.ui.logTextEdit.toPlainText()
+    assert "Collecting safetensors" in log and "Successfully installed" in log
+    assert fresh.ui.progressLabel.text == "Dependencies installed."
+    assert planned == [(["safetensors>=99"], fresh.widget.logic.python)]
+    assert "Slicer's own SimpleITK, vtk and numpy are left untouched" in harness.user.seen[-1][1]
