@@ -13,6 +13,7 @@ structures, settings, run, result, dependencies); a new one is a ``_setup...`` m
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -204,6 +205,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._observeParameterNode(None)
 
     def onSceneStartClose(self, caller=None, event=None):
+        if self._busy():  # its inputs are going away: nothing may be imported into the next scene
+            self._cancelJobs()
+            self._finished("Cancelled: the scene was closed.")
         self._observeParameterNode(None)
 
     def onSceneEndClose(self, caller=None, event=None):
@@ -643,7 +647,10 @@ class SlicerBrainBarriersTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Segmenting")
         params = SegmentParameters(inputs=inputs, model=str(bundle), device="cpu")
-        summary = logic.segment(params, on_progress=lambda e: logging.info(panel.stage_text(e)), timeout=600)
+        try:
+            summary = logic.segment(params, on_progress=lambda e: logging.info(panel.stage_text(e)), timeout=600)
+        finally:
+            shutil.rmtree(bundle.parent, ignore_errors=True)
         node = summary.node
         ids = list(node.GetSegmentation().GetSegmentIDs())
         self.assertEqual(ids, [lab.segment_id for lab in OUTPUT_LABELS])

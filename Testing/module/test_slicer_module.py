@@ -434,3 +434,16 @@ def test_dependency_install_runs_in_a_child_and_logs(fresh, harness, monkeypatch
     assert fresh.ui.progressLabel.text == "Dependencies installed."
     assert planned == [(["safetensors>=99"], fresh.widget.logic.python)]
     assert "Slicer's own SimpleITK, vtk and numpy are left untouched" in harness.user.seen[-1][1]
+
+
+def test_closing_the_scene_cancels_a_run(fresh, harness, tmp_path):
+    import slicer
+
+    load_patient(tmp_path, "X")
+    fresh.click(fresh.ui.applyButton)
+    run = fresh.widget.jobs[-1].run
+    harness.new_scene()
+    assert fresh.idle() and "scene was closed" in fresh.ui.progressLabel.text
+    harness.wait_until(lambda: run.process.ended, 30, "the child to end")
+    harness.process_events(0.3)
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
