@@ -30,7 +30,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from SlicerBrainBarriersLib import dependencies, devices, models, panel, samples, segments
+from SlicerBrainBarriersLib import about, dependencies, devices, models, panel, samples, segments
 from SlicerBrainBarriersLib.logic import BrainBarriersLogic, PipelineFailed, SegmentParameters
 from SlicerBrainBarriersLib.process import PipelineProcess
 
@@ -53,12 +53,8 @@ class SlicerBrainBarriers(ScriptedLoadableModule):
             "segmentation never overwrites an edited segment without asking. "
             "The sample case is in the Sample Data module (Brain barriers)."
         )
-        self.parent.acknowledgementText = (
-            "Method: HMRNet (Fu, Wang et al.). The bundled demo model was trained on one real-anatomy head "
-            "(InVesalius CT with avg152 T1/T2 templates) with atlas- and anatomy-derived labels, to show the "
-            "tool working; it is not for clinical use. Models trained on the ABCs MICCAI 2020 data can be "
-            "imported as bundles."
-        )
+        # what the demo model was trained on, the licences and the version: one text, tested without Slicer
+        self.parent.acknowledgementText = about.acknowledgement_text()
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
