@@ -2,7 +2,7 @@
 
     python bench/smoke_spread.py [--seeds 7 1 2] [--threads 2 1] [--broken] [--parallel 1] [--out DIR]
 
-Each run is ``python -m training smoke`` in its own process (its own thread count). Prints one
+Each run is ``python -m brainbarriers_training smoke`` in its own process (its own thread count). Prints one
 row per run (held-out mean Dice per structure, pass/fail) and the spread per structure over the
 runs of the intact method. ``--broken`` adds runs of deliberately broken methods (theta ignored,
 BFC removed, wrong inter-slice axes, ReLU heads), which the gate should fail.
@@ -35,7 +35,7 @@ def run_one(out: Path, name: str, seed: int, threads: int, overrides: list[str])
     work = out / f"{name.split()[0]}-seed{seed}-t{threads}"
     result = work / "result.json"
     if not result.is_file():
-        cmd = [sys.executable, "-m", "training", "smoke", "--out", str(work), "--seed", str(seed),
+        cmd = [sys.executable, "-m", "brainbarriers_training", "smoke", "--out", str(work), "--seed", str(seed),
                "--threads", str(threads), "--json", str(result)]
         for o in overrides:
             cmd += ["--set", o]

@@ -15,9 +15,8 @@ import time
 import torch
 from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
+from brainbarriers_training.losses import DeepSupervisionLoss, FNDiceCELoss
 from safetensors.torch import save_file
-
-from training.losses import DeepSupervisionLoss, FNDiceCELoss
 
 
 def scene(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

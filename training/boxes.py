@@ -33,7 +33,7 @@ def load_checkpoint_network(stage_dir: Path, weights: Path, runner: Runner) -> t
 
 def predict_boxes(cache: Path, entries: list[dict], checkpoints: dict[str, Path], coarse_dir: Path,
                   device: torch.device | None = None) -> dict:
-    """{checkpoint name: {case: {target: [k0, j0, i0, k1, j1, i1] | None}}} on the model grid."""
+    """{checkpoint name: {case: {target: box | None}}} on the model grid (a box as [[k0, j0, i0], [k1, j1, i1]])."""
     runner = Runner(device or torch.device("cpu"))
     nets = {name: load_checkpoint_network(coarse_dir, weights, runner)[0] for name, weights in checkpoints.items()}
     no_margin = {t.key: 0 for t in FINE_TARGETS}
@@ -44,5 +44,5 @@ def predict_boxes(cache: Path, entries: list[dict], checkpoints: dict[str, Path]
         for name, net in nets.items():
             probs = runner.predict(net, image, tuple(DEFAULT_MAX_CROP))  # as an exported bundle's coarse stage
             boxes, _ = coarse_boxes(probs, coarse_grid, grid, list(FINE_TARGETS), no_margin)
-            result[name][entry["case"]] = {k: (None if b is None else [*b[0], *b[1]]) for k, b in boxes.items()}
+            result[name][entry["case"]] = boxes
     return result

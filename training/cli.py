@@ -1,4 +1,4 @@
-"""Command line: ``python -m training <command>`` (see ``--help`` of each command)."""
+"""Command line: ``python -m brainbarriers_training <command>`` (see ``--help`` of each command)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m brainbarriers_training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phantom", help="generate synthetic head phantoms in the ABCs layout")

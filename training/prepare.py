@@ -15,16 +15,15 @@ are mapped with the pipeline's own box code.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers import geometry
+from brainbarriers.cases import find_cases
 from brainbarriers.errors import InputError
 from brainbarriers.io import read_image
 from brainbarriers.pipeline import choose_reference, prepare_inputs
@@ -34,8 +33,6 @@ from .sinus import split_sinus
 
 KEYS = (*MODALITIES, "label")
 _SUFFIX = {"ct": "ct", "t1": "t1", "t2": "t2", "label": "labelmap_task1"}
-_EXTENSIONS = (".mha", ".nii.gz", ".nii", ".nrrd", ".mhd")
-_NAME = re.compile(r"^(?P<case>.+?)_(?P<kind>ct|t1|t2|labelmap_task1)(?P<ext>\.mha|\.nii\.gz|\.nii|\.nrrd|\.mhd)$")
 
 
 class CaseError(Exception):
@@ -50,34 +47,13 @@ class CaseFiles:
 
 def discover(source: Path) -> list[CaseFiles]:
     """Cases of a data set: a CSV (case,ct,t1,t2,label), or a folder in the ABCs layout
-    (NNN/NNN_ct.mha ...) or with all files flat in one folder. Missing files are kept as None."""
-    source = Path(source)
-    if source.is_file():
-        return _discover_csv(source)
-    if not source.is_dir():
-        raise FileNotFoundError(f"data set {source} is neither a folder nor a CSV file")
-    found: dict[str, dict[str, Path]] = {}
-    for path in sorted(list(source.glob("*")) + list(source.glob("*/*"))):
-        m = _NAME.match(path.name)
-        if not m or not path.is_file():
-            continue
-        kind = {v: k for k, v in _SUFFIX.items()}[m["kind"]]
-        found.setdefault(m["case"], {}).setdefault(kind, path)
-    return [CaseFiles(case, {k: files.get(k) for k in KEYS}) for case, files in sorted(found.items())]
-
-
-def _discover_csv(path: Path) -> list[CaseFiles]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cases = []
-    for n, row in enumerate(rows):
-        name = (row.get("case") or "").strip() or f"row{n + 1}"
-        files: dict[str, Path | None] = {}
-        for key in KEYS:
-            value = (row.get(key) or "").strip()
-            files[key] = (path.parent / value) if value and not Path(value).is_absolute() else (Path(value) if value else None)
-        cases.append(CaseFiles(name, files))
-    return cases
+    (NNN/NNN_ct.mha ...) or with all files flat in one folder, found by the core's
+    ``brainbarriers.cases.find_cases`` (the command line's discovery). Missing files are kept as None."""
+    try:
+        found = find_cases(source, KEYS, _SUFFIX)
+    except InputError as exc:
+        raise FileNotFoundError(str(exc)) from None
+    return [CaseFiles(c.case, {k: c.inputs.get(k) for k in KEYS}) for c in found]
 
 
 def _read(path: Path | None, key: str) -> sitk.Image:
@@ -85,7 +61,7 @@ def _read(path: Path | None, key: str) -> sitk.Image:
     if path is None:
         raise CaseError(f"{key} file missing")
     try:
-        return read_image(path, key)
+        return read_image(path, key)  # role "label" keeps integer pixels
     except InputError as exc:
         raise CaseError(str(exc)) from None
 
@@ -119,12 +95,6 @@ def fine_target_labels(label: np.ndarray, direction, spacing, split: dict) -> np
         else:
             out[label == t.label] = t.coarse_index
     return out
-
-
-def bounding_box(mask: np.ndarray) -> list[int] | None:
-    """[k0, j0, i0, k1, j1, i1] (end exclusive) of a mask, or None when empty (``geometry.mask_box`` flattened)."""
-    box = geometry.mask_box(mask)
-    return None if box is None else [*box[0], *box[1]]
 
 
 def grid_record(grid: sitk.Image) -> dict:
@@ -219,7 +189,7 @@ def prepare(source: Path, cache: Path, data_cfg: dict, progress: bool = True) ->
             continue
         file = f"{cf.case}.npz"
         _save_npz(cache / file, {k: out[k] for k in ("image", "label", "coarse_image", "coarse_label")})
-        boxes = {t.key: bounding_box(out["label"] == t.coarse_index) for t in FINE_TARGETS}
+        boxes = {t.key: geometry.mask_box(out["label"] == t.coarse_index) for t in FINE_TARGETS}  # JSON: [lo, hi]
         index["cases"].append({
             "case": cf.case, "file": file, "shape": list(out["label"].shape),
             "coarse_shape": list(out["coarse_label"].shape), "grid": out["grid"],
@@ -236,7 +206,7 @@ def prepare(source: Path, cache: Path, data_cfg: dict, progress: bool = True) ->
 def load_index(cache: Path) -> dict:
     path = Path(cache) / "index.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no prepared data in {cache} (run `python -m training prepare` first)")
+        raise FileNotFoundError(f"no prepared data in {cache} (run `python -m brainbarriers_training prepare` first)")
     return json.loads(path.read_text())
 
 

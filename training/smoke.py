@@ -1,7 +1,7 @@
 """The smoke gate: phantoms -> prepare -> coarse + six fine networks (smoke recipe) -> export ->
 evaluation of held-out phantoms through the shipped pipeline.
 
-``python -m training smoke`` runs it and prints the figures; the slow test asserts the thresholds
+``python -m brainbarriers_training smoke`` runs it and prints the figures; the slow test asserts the thresholds
 and ``bench/smoke_spread.py`` measures their spread over seeds and thread counts.
 """
 

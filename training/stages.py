@@ -99,6 +99,7 @@ def check_fine_network(cache: Path, entries: list[dict], target: FineTarget, sta
     from brainbarriers.predict import Runner
 
     from .boxes import load_checkpoint_network
+    from .data import as_box
     from .engine import FINAL, atomic_write_text
     from .metrics import dice
     from .prepare import load_case
@@ -108,8 +109,7 @@ def check_fine_network(cache: Path, entries: list[dict], target: FineTarget, sta
     scores = []
     for entry in [e for e in entries if e["boxes"].get(target.key)][:cases]:
         image, label = load_case(cache, entry)
-        gt = entry["boxes"][target.key]
-        box = geometry.expand_box((tuple(gt[:3]), tuple(gt[3:])), int(spec["margin"]), label.shape)
+        box = geometry.expand_box(as_box(entry["boxes"][target.key]), int(spec["margin"]), label.shape)
         region = geometry.box_slices(box)
         prob = runner.predict(net, image[(slice(None), *region)], tuple(spec["max_crop"]))[1]
         scores.append(dice(prob > 0.5, label[region] == target.coarse_index))

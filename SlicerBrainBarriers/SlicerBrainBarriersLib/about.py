@@ -31,8 +31,10 @@ def acknowledgement_text() -> str:
     licences = "".join(f"<li>{part}: {licence} ({note})</li>" for part, licence, note in LICENCES)
     return (
         f"<p>{version_text()}.</p>"
-        f"<p>Method: HMRNet (Fu, Wang et al., <a href=\"{PAPER_URL}\">arXiv:2206.02959</a>), "
-        "trained and evaluated by its authors on the ABCs MICCAI 2020 challenge data.</p>"
+        f"<p>Method: HMRNet (Fu, Wang et al., <a href=\"{PAPER_URL}\">arXiv:2206.02959</a>). "
+        "The bundled demo model was trained on one real-anatomy head (InVesalius CT with avg152 T1/T2 "
+        "templates) with atlas- and anatomy-derived labels, to show the tool working; it is not for "
+        "clinical use. Models trained on the ABCs MICCAI 2020 data can be imported as bundles.</p>"
         f"<p>Licences:</p><ul>{licences}</ul>"
         "<p>The demo model's training labels use SPM's Neuromorphometrics labelling: MRI scans originating "
         "from the OASIS project (http://www.oasis-brains.org/); labeled data provided by Neuromorphometrics, "

@@ -7,8 +7,7 @@ import torch
 from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from brainbarriers.networks.padding import predict_padded
-
-from training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
+from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 
 SIZE = 16
 

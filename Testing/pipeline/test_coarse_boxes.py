@@ -63,8 +63,8 @@ def test_clean_up_keeps_a_small_true_component_and_drops_specks():
 
 
 def test_full_quality_flips_only_left_right(tmp_path):
-    from tiny_bundle import write_tiny_bundle
     from brainbarriers.bundles import load_bundle
+    from tiny_bundle import write_tiny_bundle
 
     bundle = load_bundle(write_tiny_bundle(tmp_path / "b"))
     assert Segmenter(bundle, "cpu", SegmentOptions(quality="full"))._flip_axes() == (LR_AXIS,) == (2,)

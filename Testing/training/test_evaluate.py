@@ -5,12 +5,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from brainbarriers.structures import targets_for_labels
+from brainbarriers_training.cli import main
+from brainbarriers_training.crossval import cross_validate, make_folds
+from brainbarriers_training.evaluate import summary_table
+from brainbarriers_training.phantom import case_files
 from training_helpers import tiny_config
-
-from training.cli import main
-from training.crossval import cross_validate, make_folds
-from training.evaluate import summary_table
-from training.phantom import case_files
 
 
 def test_evaluate_prediction_files(prepared, tmp_path, capsys):
@@ -72,7 +71,7 @@ def test_cross_validate_runs_every_fold(prepared, tmp_path):
 
 
 def test_evaluate_equals_scoring_the_segment_command_outputs(prepared, tmp_path):
-    """`python -m training evaluate --model` gives exactly the Dice of `brainbarriers segment`'s labels."""
+    """`python -m brainbarriers_training evaluate --model` gives exactly the Dice of `brainbarriers segment`'s labels."""
     from brainbarriers.cli import main as segment_main
 
     data, _, _ = prepared

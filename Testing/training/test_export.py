@@ -8,11 +8,10 @@ import SimpleITK as sitk
 import torch
 from brainbarriers.bundles import load_bundle
 from brainbarriers.structures import FINE_TARGETS
+from brainbarriers_training.cli import main
+from brainbarriers_training.phantom import case_files
+from brainbarriers_training.stages import train_coarse, train_fine
 from training_helpers import PYTHONPATH, REPO, tiny_config
-
-from training.cli import main
-from training.phantom import case_files
-from training.stages import train_coarse, train_fine
 
 
 def test_export_bundle_loads_and_segments(prepared, tmp_path):

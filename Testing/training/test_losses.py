@@ -4,8 +4,7 @@ with thin-structure-preserving target down-sampling."""
 import pytest
 import torch
 import torch.nn.functional as F
-
-from training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss, downsample_labels
+from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss, downsample_labels
 
 
 def _case(seed=0):

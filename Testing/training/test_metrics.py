@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from brainbarriers_training.metrics import all_metrics, dice
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
-
-from training.metrics import all_metrics, dice
 
 
 def _ball(shape, centre, radii):

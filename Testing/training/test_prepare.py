@@ -5,12 +5,11 @@ import numpy as np
 import SimpleITK as sitk
 from brainbarriers.preprocessing import normalise
 from brainbarriers.structures import FINE_TARGETS
+from brainbarriers_training.cli import main
+from brainbarriers_training.config import load_config
+from brainbarriers_training.phantom import case_files, generate_case, generate_dataset, write_case
+from brainbarriers_training.prepare import load_case, load_index
 from training_helpers import run_training_cli
-
-from training.cli import main
-from training.config import load_config
-from training.phantom import case_files, generate_case, generate_dataset, write_case
-from training.prepare import load_case, load_index
 
 
 def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
@@ -53,7 +52,7 @@ def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
     for t in FINE_TARGETS:
         mask = label == t.coarse_index
         assert mask.sum() > 20, t.key
-        k0, j0, i0, k1, j1, i1 = entry["boxes"][t.key]
+        (k0, j0, i0), (k1, j1, i1) = entry["boxes"][t.key]
         assert mask[k0:k1, j0:j1, i0:i1].sum() == mask.sum()
     raw = sitk.GetArrayFromImage(sitk.ReadImage(str(case_files(data, "001")["label"])))
     s = [t.coarse_index for t in FINE_TARGETS if t.label == 3]
@@ -90,7 +89,7 @@ def test_user_errors_are_one_line(tmp_path):
 
 
 def test_coarse_labels_keep_thin_targets():
-    from training.prepare import thin_preserving_labels
+    from brainbarriers_training.prepare import thin_preserving_labels
 
     arr = np.zeros((20, 20, 20), np.uint8)
     arr[2:18, 2:18, 9] = 2  # a one-voxel sheet (falx-like)

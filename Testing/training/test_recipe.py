@@ -5,11 +5,17 @@ import dataclasses
 import json
 
 import pytest
+from brainbarriers_training.cli import main
+from brainbarriers_training.config import (
+    ConfigError,
+    load_config,
+    load_recipe,
+    read_recipe,
+    save_recipe,
+    stage_config,
+)
+from brainbarriers_training.recipe import Recipe
 from training_helpers import run_training_cli
-
-from training.cli import main
-from training.config import ConfigError, load_config, load_recipe, read_recipe, save_recipe, stage_config
-from training.recipe import Recipe
 
 
 def test_paper_is_the_defaults_and_every_recipe_round_trips():
@@ -82,8 +88,7 @@ def test_cli_errors_are_one_line_and_recipe_prints_the_complete_recipe(tmp_path,
 def _fake_run(tmp_path, recipe):
     """A workdir as training leaves it (recipe.json, network.json per network), without weights."""
     from brainbarriers.structures import fine_target
-
-    from training.engine import SPEC, network_spec
+    from brainbarriers_training.engine import SPEC, network_spec
 
     work = tmp_path / "work"
     save_recipe(recipe, work)
@@ -97,7 +102,7 @@ def _fake_run(tmp_path, recipe):
 
 
 def test_export_manifest_comes_from_the_saved_recipe_and_refuses_contradictions(tmp_path):
-    from training.export import manifest_for_run
+    from brainbarriers_training.export import manifest_for_run
 
     recipe = load_recipe("demo")
     work = _fake_run(tmp_path, recipe)

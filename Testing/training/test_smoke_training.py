@@ -5,8 +5,7 @@ import os
 
 import pytest
 import torch
-
-from training.smoke import THRESHOLDS, failures, report, run_smoke
+from brainbarriers_training.smoke import THRESHOLDS, failures, report, run_smoke
 
 
 @pytest.mark.slow
