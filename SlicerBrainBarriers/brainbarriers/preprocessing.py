@@ -27,6 +27,10 @@ def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return ((array - mean) / max(std, 1e-6)).astype(np.float32)
 
 
+#: Fraction of the intensity range above the minimum below which a voxel is background.
+HEAD_TOLERANCE = 1e-4
+
+
 def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> np.ndarray:
     """Normalise one modality as a model declares.
 
@@ -36,7 +40,11 @@ def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> n
     """
     scheme = scheme or {}
     a = array.astype(np.float32)
-    head = a > a.min()
+    # "Above the minimum" with a tolerance: resampling leaves background at the minimum plus rounding
+    # noise (1e-13), which a strict comparison would count as head, flipping the statistics with the
+    # last bits of floating point (different CPUs, grids or thread counts).
+    lo, hi = float(a.min()), float(a.max())
+    head = a > lo + HEAD_TOLERANCE * (hi - lo)
     if not head.any():
         head = np.ones_like(a, dtype=bool)
     if "clip" in scheme:
