@@ -52,8 +52,13 @@ def network_spec(config: Recipe | dict, target: FineTarget | None, direction=Non
         return coarse_network(recipe.coarse.options, recipe.coarse.architecture)
     net = recipe.fine.networks[target.variant]
     margin = None if recipe.fine.margin == "table" else int(recipe.fine.margin)
+    patch = recipe.fine.patch_size
+    if isinstance(patch, dict):
+        patch = patch.get(target.key, patch.get("default"))
+    # trained on fixed windows: inference must see windows of the same size (instance-norm statistics)
     return fine_network(target, net.options, net.architecture, margin, recipe.fine.max_crop,
-                        direction=direction or IDENTITY, slice_axis=recipe.fine.slice_axes.get(target.key))
+                        direction=direction or IDENTITY, slice_axis=recipe.fine.slice_axes.get(target.key),
+                        window=patch)
 
 
 def build_network(spec: dict) -> torch.nn.Module:

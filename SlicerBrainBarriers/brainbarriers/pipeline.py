@@ -351,7 +351,7 @@ class Segmenter:
         spec = self.bundle.network_spec(target.key)
         needed, trained = fine_axes(target, spec, grid)
         overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
-        max_crop = list(spec["max_crop"])
+        max_crop = list(spec.get("window") or spec["max_crop"])  # trained on fixed windows: tile with them
         swap = needed is not None and trained != needed
         if swap:  # present the thin axis where the weights expect it
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
@@ -412,6 +412,13 @@ class Segmenter:
                 notes.append(f"{t.key}: not found by the coarse stage; left empty")
                 self.progress("fine", frac, f"{t.name}: not found by the coarse stage")
                 continue
+            spec = self.bundle.network_spec(t.key)
+            if spec.get("window"):  # the context the network was trained with: at least one training window
+                window = list(spec["window"])
+                needed, trained = fine_axes(t, spec, prepared.grid)
+                if needed is not None and needed != trained:  # the window is in the trained orientation
+                    window[needed], window[trained] = window[trained], window[needed]
+                box = geometry.grow_box(box, window, shape)
             size = tuple(b - a for a, b in zip(*box))
             self.progress("fine", frac, f"{t.name} ({size[2]}x{size[1]}x{size[0]} voxels)")
             ts = time.perf_counter()

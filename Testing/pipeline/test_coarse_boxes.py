@@ -69,3 +69,19 @@ def test_full_quality_flips_only_left_right(tmp_path):
     bundle = load_bundle(write_tiny_bundle(tmp_path / "b"))
     assert Segmenter(bundle, "cpu", SegmentOptions(quality="full"))._flip_axes() == (LR_AXIS,) == (2,)
     assert Segmenter(bundle, "cpu", SegmentOptions(quality="fast"))._flip_axes() == ()
+
+
+def test_grow_box_reaches_the_training_window_inside_the_image():
+    # centred growth; shifted back inside at the border; an axis shorter than the window is taken whole
+    assert geometry.grow_box(((10, 10, 10), (14, 30, 12)), (8, 16, 6), (40, 40, 40)) == ((8, 10, 8), (16, 30, 14))
+    assert geometry.grow_box(((0, 35, 0), (2, 40, 2)), (8, 8, 8), (40, 40, 5)) == ((0, 32, 0), (8, 40, 5))
+
+
+def test_networks_trained_on_fixed_windows_declare_them_for_inference():
+    from brainbarriers_training.config import load_recipe
+    from brainbarriers_training.engine import network_spec
+
+    recipe = load_recipe("smoke")
+    spec = network_spec(recipe, fine_target("falx"))
+    assert spec["window"] == list(recipe.fine.patch_size["falx"])
+    assert "window" not in network_spec(load_recipe("paper"), fine_target("falx"))  # whole-box crops: no window

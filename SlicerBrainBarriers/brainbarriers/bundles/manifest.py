@@ -29,10 +29,11 @@ def coarse_network(options: Optional[dict] = None, architecture: str = "coarse-u
 def fine_network(target: Union[FineTarget, str], options: Optional[dict] = None, architecture: Optional[str] = None,
                  margin: Optional[int] = None, max_crop: Sequence[int] = (128, 128, 128),
                  in_channels: int = len(MODALITIES), direction: Sequence[float] = IDENTITY,
-                 slice_axis: Optional[str] = None) -> dict:
+                 slice_axis: Optional[str] = None, window: Optional[Sequence[int]] = None) -> dict:
     """Spec of one fine network. For HMRNet-s the inter-slice axis is the array axis of the target's
     slice direction (the table's, or ``slice_axis``) on a grid with ``direction`` (the model grid
-    has the identity direction); the margin defaults to the structure table's."""
+    has the identity direction); the margin defaults to the structure table's. ``window``: the fixed
+    training window (patch size), when the network was trained on fixed windows."""
     t = fine_target(target) if isinstance(target, str) else target
     options = dict(options or {})
     axis = slice_axis or t.slice_axis
@@ -40,7 +41,8 @@ def fine_network(target: Union[FineTarget, str], options: Optional[dict] = None,
         options["inter_slice_axis"] = array_axis(tuple(direction), axis)
     return {"architecture": architecture or f"hmrnet-{t.variant}", "in_channels": in_channels, "out_channels": 2,
             "options": options, "target": t.key, "slice_axis": axis,
-            "margin": t.margin if margin is None else int(margin), "max_crop": [int(n) for n in max_crop]}
+            "margin": t.margin if margin is None else int(margin), "max_crop": [int(n) for n in max_crop],
+            **({"window": [int(n) for n in window]} if window else {})}
 
 
 def build_manifest(
@@ -75,7 +77,8 @@ def build_manifest(
         spec = fine[key]
         fine_entries[key] = {**{k: spec[k] for k in _NETWORK_KEYS}, "options": dict(spec.get("options", {})),
                              "file": f"fine_{key}.safetensors", "slice_axis": spec.get("slice_axis"),
-                             "margin": int(spec["margin"]), "max_crop": [int(n) for n in spec["max_crop"]]}
+                             "margin": int(spec["margin"]), "max_crop": [int(n) for n in spec["max_crop"]],
+                             **({"window": [int(n) for n in spec["window"]]} if spec.get("window") else {})}
     coarse_entry = {**{k: coarse[k] for k in _NETWORK_KEYS}, "options": dict(coarse.get("options", {})),
                     "file": "coarse.safetensors", "spacing": [float(s) for s in coarse_spacing]}
     manifest = {
