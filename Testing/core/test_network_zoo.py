@@ -8,16 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss
-from brainbarriers.losses_zoo import (
-    DifficultyGuidedCELoss,
-    FocusNetLoss,
-    HMEDNLoss,
-    ShapeAdversary,
-    adversarial_step,
-    contour_target,
-    difficulty_weights,
-)
 from brainbarriers.networks import ZOO, build
 from brainbarriers.networks.blocks import ChannelSE, ConcurrentSE, SpatialSE
 from brainbarriers.networks.complexity import count_macs, count_parameters
@@ -26,6 +16,17 @@ from brainbarriers.networks.hmedn import DilatedResBlock
 from brainbarriers.networks.hnfnet import EMA, IntraSDE
 from brainbarriers.networks.inference import inference_context
 from brainbarriers.networks.padding import pad_to_multiple, predict_padded
+
+from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss
+from brainbarriers_training.losses_zoo import (
+    DifficultyGuidedCELoss,
+    FocusNetLoss,
+    HMEDNLoss,
+    ShapeAdversary,
+    adversarial_step,
+    contour_target,
+    difficulty_weights,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,8 @@ from .unet3d import UNet3D
 ZOO = tuple(UNET_VARIANTS) + ("focusnet", "hnf-netv2", "hmedn", "focusnetv2")
 NAMES = ("hmrnet-p", "hmrnet-s", "coarse-unet") + ZOO
 
-_HMR_P_OPTIONS = ("hr_width", "mr_widths", "activation", "head_kernel", "post_conv", "deep_supervision")
+_HMR_P_OPTIONS = ("hr_width", "mr_widths", "activation", "head_kernel", "post_conv", "deep_supervision",
+                  "calibration")
 _HMR_S_OPTIONS = _HMR_P_OPTIONS + ("inter_slice_axis",)
 _SEP_DEFAULT_WIDTHS = (16, 32, 64, 128, 256)  # separable convs: about half the weights per level
 

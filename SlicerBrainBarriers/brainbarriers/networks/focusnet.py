@@ -22,7 +22,7 @@ Choices where the papers are silent (they report no parameter counts): widths (2
 SOS width 24, ROI size (32, 32, 32) voxels (paper: 8 x 64 x 64 at 3 x 1 x 1 mm; ABCs is
 isotropic). Training-mode output: ``[S-Net logits]`` with
 ``aux = {"heatmap", "sos", "roi_starts", "small_classes"}``; the losses and the adversarial
-shape autoencoder (:class:`ShapeAutoencoder`) are used by brainbarriers.losses_zoo.
+shape autoencoder (:class:`ShapeAutoencoder`) are used by brainbarriers_training.losses_zoo.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Choices where the paper is silent: dense blocks of ``dense_layers`` = 2 units of
 (the paper's dilated baselines use factors 2-5). With these, 4.18 M parameters (4 inputs, 4 classes) (paper, 3D
 Proposed-L2: 4.39 M; docs/networks.md). Training-mode outputs: ``[full, 1/2, 1/4, 1/8]`` side
 outputs plus ``aux = {"hr": logits of the high-resolution pathway, "contour": contour logits}``.
-The difficulty-guided cross-entropy and the contour target are in brainbarriers.losses_zoo.
+The difficulty-guided cross-entropy and the contour target are in brainbarriers_training.losses_zoo.
 """
 
 from __future__ import annotations

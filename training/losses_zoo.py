@@ -1,7 +1,7 @@
 """Losses of the comparison networks: HMEDN (difficulty-guided cross-entropy, contour regression)
 and FocusNet/FocusNetv2 (centre heat maps, small-structure masks, adversarial shape constraint).
 
-Targets are integer label maps (N, 1, *spatial) or (N, *spatial), as for brainbarriers.losses.
+Targets are integer label maps (N, 1, *spatial) or (N, *spatial), as for brainbarriers_training.losses.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from brainbarriers.networks.padding import pad_to_multiple
 from torch import nn
 
 from .losses import DiceCELoss, _labels, downsample_labels
-from .networks.padding import pad_to_multiple
 
 # ---------------------------------------------------------------- label-map helpers
 
