@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from . import geometry
 from .bundles import Bundle
+from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
 from .preprocessing import array_axis, stack_channels
 from .structures import MODALITIES, FineTarget, fine_target, output_label, targets_for_labels
@@ -240,10 +241,6 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
     img = sitk.GetImageFromArray(out)
     img.CopyInformation(reference)
     return img
-
-
-#: Networks with an ``inter_slice_axis`` option (named here, not imported: networks imports torch).
-SLICE_AXIS_NETWORKS = ("hmrnet-s", "sepnet3d")
 
 
 def fine_axes(target: FineTarget, spec: dict, grid: sitk.Image) -> tuple[int | None, int | None]:

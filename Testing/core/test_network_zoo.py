@@ -409,8 +409,8 @@ def test_adversarial_step_updates_each_side_on_its_own_loss():
 
 
 def test_pipeline_knows_which_networks_take_an_inter_slice_axis():
+    from brainbarriers.bundles.manifest import SLICE_AXIS_NETWORKS, fine_network
     from brainbarriers.networks import NAMES
-    from brainbarriers.pipeline import SLICE_AXIS_NETWORKS
 
     for name in NAMES:
         if name in SLICE_AXIS_NETWORKS:
@@ -418,3 +418,8 @@ def test_pipeline_knows_which_networks_take_an_inter_slice_axis():
         else:
             with pytest.raises(TypeError):
                 build(name, 3, 2, inter_slice_axis=1)
+    # a thin target's spec carries the axis only for a network that takes it, so any network builds
+    for name in ("hmrnet-s", "sepnet3d", "hmedn", "unet3d"):
+        spec = fine_network("falx", {}, name)
+        assert ("inter_slice_axis" in spec["options"]) == (name in SLICE_AXIS_NETWORKS)
+        build(spec["architecture"], spec["in_channels"], spec["out_channels"], **spec["options"])

@@ -16,6 +16,9 @@ from ..structures import COARSE_CHANNELS, FINE_TARGETS, MODALITIES, FineTarget, 
 from .schema import validate_manifest
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+#: Networks with an ``inter_slice_axis`` option (named here, torch-free; a test checks it against
+#: brainbarriers.networks.build): thin targets pass it their slice direction.
+SLICE_AXIS_NETWORKS = ("hmrnet-s", "sepnet3d")
 _NETWORK_KEYS = ("architecture", "in_channels", "out_channels", "options")
 
 
@@ -30,16 +33,17 @@ def fine_network(target: Union[FineTarget, str], options: Optional[dict] = None,
                  margin: Optional[int] = None, max_crop: Sequence[int] = (128, 128, 128),
                  in_channels: int = len(MODALITIES), direction: Sequence[float] = IDENTITY,
                  slice_axis: Optional[str] = None, window: Optional[Sequence[int]] = None) -> dict:
-    """Spec of one fine network. For HMRNet-s the inter-slice axis is the array axis of the target's
+    """Spec of one fine network. For HMRNet-s (and 3D SepNet) the inter-slice axis is the array axis of the target's
     slice direction (the table's, or ``slice_axis``) on a grid with ``direction`` (the model grid
     has the identity direction); the margin defaults to the structure table's. ``window``: the fixed
     training window (patch size), when the network was trained on fixed windows."""
     t = fine_target(target) if isinstance(target, str) else target
     options = dict(options or {})
     axis = slice_axis or t.slice_axis
-    if t.variant == "s" and axis is not None:
+    architecture = architecture or f"hmrnet-{t.variant}"
+    if t.variant == "s" and axis is not None and architecture in SLICE_AXIS_NETWORKS:
         options["inter_slice_axis"] = array_axis(tuple(direction), axis)
-    return {"architecture": architecture or f"hmrnet-{t.variant}", "in_channels": in_channels, "out_channels": 2,
+    return {"architecture": architecture, "in_channels": in_channels, "out_channels": 2,
             "options": options, "target": t.key, "slice_axis": axis,
             "margin": t.margin if margin is None else int(margin), "max_crop": [int(n) for n in max_crop],
             **({"window": [int(n) for n in window]} if window else {})}
