@@ -1,18 +1,66 @@
-"""Table VI of the paper for any set of networks: Dice and ASSD per structure (mean ± std over the
-test cases), their averages, and paired t-tests against the reference network (HMRNet).
+"""``compare``: the paper's Table VI for any set of networks.
 
-Input: per network, the evaluation rows (case, structure, dice, assd) written by ``evaluate``.
-Output: compare.csv, compare.md and compare.png (per-case average Dice per network).
+Every network is cross-validated on the same folds (``crossval.cross_validate``: the folds depend
+only on the case ids and the recipe's seed) into workdir/<network>, each fold scored through the
+shipped pipeline on its exported bundle; a network whose workdir/<network>/evaluation/metrics.csv
+exists is not run again (resumable, one run per network). "hmrnet" is the recipe as it is; any
+other name replaces every fine network (plump and thin) by that architecture, trained with Dice +
+CE as the paper trained its baselines (HMEDN with its own loss, FocusNet/FocusNetv2 with theirs).
+The coarse stage is the recipe's in every run.
+
+Output in workdir: compare.csv, compare.md (Dice and ASSD per structure, mean ± std over the cases,
+their averages, paired t-test p-values of the per-case averages against the reference) and
+compare.png (per-case average Dice per network).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 from pathlib import Path
 
 import numpy as np
-from brainbarriers.structures import OUTPUT_LABELS
+from brainbarriers.structures import FINE_TARGETS, OUTPUT_LABELS, FineTarget
+
+#: Fine-stage loss of each comparison network (default: Dice + CE, the paper's baselines' loss).
+NETWORK_LOSSES = {"hmedn": "hmedn", "focusnet": "focusnet", "focusnetv2": "focusnet"}
+REFERENCE = "hmrnet"
+
+
+def network_recipe(config: dict, network: str, options: dict | None = None) -> dict:
+    """The recipe with ``network`` as every fine network ("hmrnet": the recipe unchanged)."""
+    from brainbarriers.networks import ZOO
+
+    cfg = copy.deepcopy(config)
+    if network == REFERENCE:
+        return cfg
+    if network not in ZOO:
+        raise ValueError(f"unknown network {network!r}; choose from {', '.join((REFERENCE,) + ZOO)}")
+    cfg["fine"]["networks"] = {v: {"architecture": network, "options": dict(options or {})} for v in ("p", "s")}
+    cfg["fine"]["loss"] = {**cfg["fine"].get("loss", {}), "name": NETWORK_LOSSES.get(network, "dice_ce")}
+    return cfg
+
+
+def compare(config: dict, cache: Path, workdir: Path, networks: list[str], folds: int = 5,
+            cases: list[str] | None = None, resume: bool = True, options: dict[str, dict] | None = None,
+            targets: tuple[FineTarget, ...] = FINE_TARGETS) -> str:
+    """Cross-validate every network on the same folds and write the comparison; returns the Markdown."""
+    from .crossval import cross_validate
+
+    workdir = Path(workdir)
+    options = options or {}
+    recipes = {n: network_recipe(config, n, options.get(n)) for n in networks}  # unknown names fail first
+    results = {}
+    for name in networks:
+        metrics = workdir / name / "evaluation" / "metrics.csv"
+        if not (resume and metrics.exists()):
+            cross_validate(recipes[name], cache, workdir / name, folds, cases, resume, targets)
+        results[name] = read_metrics(metrics)
+    rows = table_vi(results, REFERENCE if REFERENCE in results else None)
+    md = write_compare(rows, workdir)
+    write_figure(results, workdir / "compare.png")
+    return md
 
 
 def read_metrics(path: Path) -> list[dict]:
