@@ -57,6 +57,21 @@ def source_files(volume_node, database=None) -> list[Path]:
     return [Path(f) for f in files]
 
 
+def case_name(segmentation_node) -> str:
+    """The default file name stem: the segmentation node's name, made file-safe."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", segmentation_node.GetName()).strip("._-") or "brainbarriers"
+
+
+def output_paths(segmentation_node, output_dir: str | Path, seg: bool = True, rtstruct: bool = True,
+                 case: str | None = None) -> dict[str, Path]:
+    """The files :func:`export_to_dicom` would write (so a caller can ask before replacing them)."""
+    from brainbarriers.dicom.outputs import dicom_paths
+
+    return dicom_paths(output_dir, case or case_name(segmentation_node), seg, rtstruct)
+
+
 def exported_labels(segmentation_node) -> list:
     """The output labels whose segments (``BrainBarriers_<key>``) are in the node, in table order."""
     segmentation = segmentation_node.GetSegmentation()
@@ -140,8 +155,6 @@ def export_to_dicom(
 
     Returns: {"dicom_seg": path, "rtstruct": path} of what was written.
     """
-    import re
-
     from brainbarriers.dicom.outputs import export_labels
     from brainbarriers.dicom.series import load_source_series
     from brainbarriers.errors import BrainBarriersError
@@ -151,7 +164,7 @@ def export_to_dicom(
         raise DicomExportError("the segmentation has no Brain Barriers segments to export")
     if files is None:
         files = source_files(reference_node, database)
-    case = case or re.sub(r"[^A-Za-z0-9._-]+", "_", segmentation_node.GetName()).strip("._-") or "brainbarriers"
+    case = case or case_name(segmentation_node)
     out = Path(output_dir)
     sources = {Path(f).resolve().parent for f in files}
     if any(out.resolve() == s or s in out.resolve().parents for s in sources):
