@@ -570,6 +570,10 @@ def test_export_to_dicom_needs_a_volume_from_the_dicom_database(fresh, harness, 
     assert not ui.exportDicomButton.enabled
     ui.outputSegmentationSelector.setCurrentNode(node)
     assert ui.exportDicomButton.enabled and patient["ct"].GetName() in ui.exportDicomButton.toolTip
+    ui.dicomFolderPathLineEdit.currentPath = str(patient["dicom"])  # a refusal is said, the panel stays usable
+    before = sorted(p.name for p in patient["dicom"].iterdir())
+    fresh.click(ui.exportDicomButton)
+    assert "holds the source images" in ui.progressLabel.text and sorted(p.name for p in patient["dicom"].iterdir()) == before
     ui.ctSelector.setCurrentNode(None)  # T1 then T2 would be the reference: both are NRRD files
     ui.outputSegmentationSelector.setCurrentNode(node)
     assert not ui.exportDicomButton.enabled
