@@ -504,19 +504,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     # -- DICOM export ---------------------------------------------------------------------------
     def _exportSource(self):
-        """(segmentation, reference volume, why not) for Export to DICOM. The segmentation is the
-        output selector's node, else the last result when it was made from the current reference."""
-        reference = next((s.currentNode() for s in self._inputSelectors().values() if s.currentNode() is not None), None)
-        segmentation = self.ui.outputSegmentationSelector.currentNode()
-        if segmentation is None and self.result is not None:
-            node, result_reference = self.result
-            if result_reference is reference and node.GetScene() is slicer.mrmlScene:
-                segmentation = node
-        if segmentation is None:
-            return None, reference, "Segment first, or select a segmentation as Output."
-        if not dicom_export.from_dicom_database(reference):
-            return segmentation, reference, "The reference volume (CT, else T1, else T2) was not loaded from the DICOM database."
-        return segmentation, reference, None
+        """(segmentation, reference volume, why not) for Export to DICOM."""
+        inputs = {m: selector.currentNode() for m, selector in self._inputSelectors().items()}
+        return dicom_export.choose_export(inputs, self.ui.outputSegmentationSelector.currentNode(), self.result)
 
     def _updateExportButton(self, *args):
         segmentation, reference, why_not = self._exportSource()

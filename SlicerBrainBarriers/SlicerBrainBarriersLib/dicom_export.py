@@ -42,6 +42,27 @@ def from_dicom_database(volume_node) -> bool:
     return bool(instance_uids(volume_node))
 
 
+def choose_export(inputs: dict, output_node, last_result) -> tuple:
+    """What the panel's Export to DICOM would write: ``(segmentation, reference, why_not)``.
+
+    The reference is the pipeline's: CT, else T1, else T2 (``inputs``: modality -> node or None).
+    The segmentation is ``output_node``, else the last run's result (``(node, reference)``) when it
+    was made from this reference and is still in its scene. ``why_not`` is None when the export is
+    possible, else one line for the user.
+    """
+    reference = next((inputs[m] for m in ("ct", "t1", "t2") if inputs.get(m) is not None), None)
+    segmentation = output_node
+    if segmentation is None and last_result is not None:
+        node, result_reference = last_result
+        if result_reference is reference and reference is not None and node.GetScene() is reference.GetScene():
+            segmentation = node
+    if segmentation is None:
+        return None, reference, "Segment first, or select a segmentation as Output."
+    if not from_dicom_database(reference):
+        return segmentation, reference, "The reference volume (CT, else T1, else T2) was not loaded from the DICOM database."
+    return segmentation, reference, None
+
+
 def source_files(volume_node, database=None) -> list[Path]:
     """The files of the volume's source instances, found in the DICOM database."""
     uids = instance_uids(volume_node)
