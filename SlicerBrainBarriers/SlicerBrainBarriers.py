@@ -7,16 +7,19 @@ model download, the dependency install and even the GPU detection run in child p
 panel never freezes and Slicer's own process never imports torch.
 
 Supported: Slicer 5.10 and later (Python 3.12). The panel is made of small sections (inputs, model,
-structures, settings, run, result, dependencies); a new one is a ``_setup...`` method plus its slots.
+structures, settings, run, result, DICOM export, dependencies); a new one is a ``_setup...`` method
+plus its slots.
 """
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -30,7 +33,16 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from SlicerBrainBarriersLib import about, dependencies, devices, models, panel, samples, segments
+from SlicerBrainBarriersLib import (
+    about,
+    dependencies,
+    devices,
+    dicom_export,
+    models,
+    panel,
+    samples,
+    segments,
+)
 from SlicerBrainBarriersLib.logic import BrainBarriersLogic, PipelineFailed, SegmentParameters
 from SlicerBrainBarriersLib.process import PipelineProcess
 
@@ -51,6 +63,8 @@ class SlicerBrainBarriers(ScriptedLoadableModule):
             "(any combination the model supports), click Segment. The work runs in a separate process: the "
             "panel stays responsive and Segment turns into Cancel. Running again into an existing "
             "segmentation never overwrites an edited segment without asking. "
+            "When the reference volume was loaded from the DICOM database, Export to DICOM writes the result "
+            "(edits included) as DICOM SEG and/or RTSTRUCT referencing the source series. "
             "The sample case is in the Sample Data module (Brain barriers)."
         )
         # what the demo model was trained on, the licences and the version: one text, tested without Slicer
@@ -134,6 +148,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._setupSettings()
         self._setupRun()
         self._setupResult()
+        self._setupDicomExport()
         self._setupDependencies()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -180,6 +195,13 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def _setupResult(self):
         self.ui.showResultButton.connect("clicked(bool)", self.onShowResultButton)
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
+
+    def _setupDicomExport(self):
+        self.ui.dicomFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)
+        for selector in (*self._inputSelectors().values(), self.ui.outputSegmentationSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateExportButton)
+        self._updateExportButton()
 
     def _setupDependencies(self):
         self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
@@ -459,6 +481,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         ok = self.result is not None and self.result[0].GetScene() is slicer.mrmlScene
         self.ui.showResultButton.enabled = ok
         self.ui.segmentEditorButton.enabled = ok
+        self._updateExportButton()
 
     def onShowResultButton(self):
         if self.result is None:
@@ -479,6 +502,64 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         editor.setSegmentationNode(node)
         editor.setSourceVolumeNode(reference)
 
+    # -- DICOM export ---------------------------------------------------------------------------
+    def _exportSource(self):
+        """(segmentation, reference volume, why not) for Export to DICOM."""
+        inputs = {m: selector.currentNode() for m, selector in self._inputSelectors().items()}
+        return dicom_export.choose_export(inputs, self.ui.outputSegmentationSelector.currentNode(), self.result)
+
+    def _updateExportButton(self, *args):
+        segmentation, reference, why_not = self._exportSource()
+        self.ui.exportDicomButton.enabled = why_not is None
+        self.ui.exportDicomButton.toolTip = why_not or (
+            f"Write {segmentation.GetName()} as it is now (edited segments included) as DICOM, "
+            f"referencing the series of {reference.GetName()}.")
+
+    def onExportDicomButton(self):
+        if self._busy():
+            return
+        status = dependencies.check(dicom_export.DICOM_REQUIREMENTS)
+        if not status.ok:  # pydicom/highdicom are optional: offered the first time they are needed
+            self._offerInstall(status, then=self._exportDicom)
+            return
+        self._exportDicom()
+
+    def _exportDicom(self):
+        segmentation, reference, why_not = self._exportSource()
+        if why_not is not None:
+            self._finished(f"Cannot export to DICOM: {why_not}")
+            return
+        seg, rtstruct = bool(self.ui.dicomSegCheckBox.checked), bool(self.ui.rtstructCheckBox.checked)
+        add = bool(self.ui.addToDatabaseCheckBox.checked)
+        folder = self.ui.dicomFolderPathLineEdit.currentPath.strip()
+        if not (seg or rtstruct):
+            self._finished("Cannot export to DICOM: tick DICOM SEG and/or RTSTRUCT.")
+            return
+        if not folder and not add:
+            self._finished("Cannot export to DICOM: choose a folder, or tick Add to DICOM database.")
+            return
+        overwrite = False
+        if folder:
+            existing = [p.name for p in dicom_export.output_paths(segmentation, folder, seg, rtstruct).values() if p.exists()]
+            if existing:
+                if not slicer.util.confirmOkCancelDisplay(f"Replace {', '.join(existing)} in {folder}?"):
+                    return
+                overwrite = True
+        with tempfile.TemporaryDirectory(prefix="BrainBarriers-dicom-") as scratch:
+            try:
+                with slicer.util.tryWithErrorDisplay("Export to DICOM failed.", waitCursor=True):
+                    written = dicom_export.export_to_dicom(segmentation, reference, folder or scratch, seg=seg,
+                                                           rtstruct=rtstruct, add_to_database=add, overwrite=overwrite)
+            except Exception as exc:  # shown by tryWithErrorDisplay; the panel stays usable
+                self._finished(f"Export to DICOM failed: {exc}")
+                return
+        if folder:
+            self.ui.dicomFolderPathLineEdit.addCurrentPathToHistory()
+            for path in written.values():
+                self._log(f"Wrote {path}")
+        where = " and ".join(([folder] if folder else []) + (["the DICOM database"] if add else []))
+        self._finished(f"Exported {segmentation.GetName()} to {where}: {', '.join(Path(p).name for p in written.values())}.")
+
     # -- dependencies ---------------------------------------------------------------------------
     def _updateDependencies(self):
         status = dependencies.check()
@@ -488,7 +569,11 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onInstallButton(self):
         if self._busy():
             return
-        plan = dependencies.plan(dependencies.check(), pytorch_utils_available=hasattr(slicer.modules, "pytorchutils"))
+        self._offerInstall(dependencies.check())
+
+    def _offerInstall(self, status, then=None):
+        """Ask, then install what ``status`` misses in child processes; ``then()`` runs after success."""
+        plan = dependencies.plan(status, pytorch_utils_available=hasattr(slicer.modules, "pytorchutils"))
         if not slicer.util.confirmOkCancelDisplay(plan.describe()):
             return
         with self._reportErrors("Installation failed."):
@@ -496,24 +581,28 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 self._log(f"Installing {plan.torch} through the PyTorch extension...")
                 _installTorchWithPyTorchUtils(plan.torch[len("torch"):])
             constraints = Path(tempfile.mkdtemp(prefix="BrainBarriers-pip-")) / "slicer-owned.txt"
-            self._runInstallCommands(dependencies.pip_commands(plan, self.logic.python, constraints))
+            self._runInstallCommands(dependencies.pip_commands(plan, self.logic.python, constraints), then)
 
-    def _runInstallCommands(self, commands):
+    def _runInstallCommands(self, commands, then=None):
         if not commands:
+            importlib.invalidate_caches()  # packages pip just added must be importable in this process
             self._updateDependencies()
             self._finished("Dependencies installed.")
+            if then is not None:
+                then()
             return
         command, rest = commands[0], commands[1:]
         self._log("Running: " + " ".join(command))
         process = PipelineProcess(command, expect_result=False)
-        self._startJob(_Job(process, self._logEvent, lambda p: self._onInstallStepEnded(p, rest)), "Installing dependencies...")
+        self._startJob(_Job(process, self._logEvent, lambda p: self._onInstallStepEnded(p, rest, then)),
+                       "Installing dependencies...")
 
-    def _onInstallStepEnded(self, process, rest):
+    def _onInstallStepEnded(self, process, rest, then=None):
         if process.state != "done":
             self._finished(f"Installation failed: {process.failure_message()}")
             self._updateDependencies()
             return
-        self._runInstallCommands(rest)
+        self._runInstallCommands(rest, then)
 
     # -- jobs and the timer ---------------------------------------------------------------------
     def _busy(self):

@@ -221,6 +221,8 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):  # tables print "±": never crash on an ASCII-only terminal
+        sys.stdout.reconfigure(errors="replace")
     args = parser().parse_args(argv)
     try:
         return run(args)

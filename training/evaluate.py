@@ -75,13 +75,13 @@ def write_results(rows: list[dict], out: Path) -> str:
     """Write metrics.csv and summary.txt into ``out``; returns the summary table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.csv", "w", newline="") as fh:
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=[f for f in FIELDS if any(f in r for r in rows)])
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in FIELDS if k in r})
     table = summary_table(rows)
-    (out / "summary.txt").write_text(table + "\n")
+    (out / "summary.txt").write_text(table + "\n", encoding="utf-8")
     return table
 
 

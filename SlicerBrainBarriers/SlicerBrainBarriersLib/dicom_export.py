@@ -42,6 +42,27 @@ def from_dicom_database(volume_node) -> bool:
     return bool(instance_uids(volume_node))
 
 
+def choose_export(inputs: dict, output_node, last_result) -> tuple:
+    """What the panel's Export to DICOM would write: ``(segmentation, reference, why_not)``.
+
+    The reference is the pipeline's: CT, else T1, else T2 (``inputs``: modality -> node or None).
+    The segmentation is ``output_node``, else the last run's result (``(node, reference)``) when it
+    was made from this reference and is still in its scene. ``why_not`` is None when the export is
+    possible, else one line for the user.
+    """
+    reference = next((inputs[m] for m in ("ct", "t1", "t2") if inputs.get(m) is not None), None)
+    segmentation = output_node
+    if segmentation is None and last_result is not None:
+        node, result_reference = last_result
+        if result_reference is reference and reference is not None and node.GetScene() is reference.GetScene():
+            segmentation = node
+    if segmentation is None:
+        return None, reference, "Segment first, or select a segmentation as Output."
+    if not from_dicom_database(reference):
+        return segmentation, reference, "The reference volume (CT, else T1, else T2) was not loaded from the DICOM database."
+    return segmentation, reference, None
+
+
 def source_files(volume_node, database=None) -> list[Path]:
     """The files of the volume's source instances, found in the DICOM database."""
     uids = instance_uids(volume_node)
@@ -55,6 +76,21 @@ def source_files(volume_node, database=None) -> list[Path]:
     if missing:
         raise DicomExportError(f"{missing} of {len(uids)} source images are no longer in the DICOM database")
     return [Path(f) for f in files]
+
+
+def case_name(segmentation_node) -> str:
+    """The default file name stem: the segmentation node's name, made file-safe."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", segmentation_node.GetName()).strip("._-") or "brainbarriers"
+
+
+def output_paths(segmentation_node, output_dir: str | Path, seg: bool = True, rtstruct: bool = True,
+                 case: str | None = None) -> dict[str, Path]:
+    """The files :func:`export_to_dicom` would write (so a caller can ask before replacing them)."""
+    from brainbarriers.dicom.outputs import dicom_paths
+
+    return dicom_paths(output_dir, case or case_name(segmentation_node), seg, rtstruct)
 
 
 def exported_labels(segmentation_node) -> list:
@@ -140,8 +176,6 @@ def export_to_dicom(
 
     Returns: {"dicom_seg": path, "rtstruct": path} of what was written.
     """
-    import re
-
     from brainbarriers.dicom.outputs import export_labels
     from brainbarriers.dicom.series import load_source_series
     from brainbarriers.errors import BrainBarriersError
@@ -151,7 +185,7 @@ def export_to_dicom(
         raise DicomExportError("the segmentation has no Brain Barriers segments to export")
     if files is None:
         files = source_files(reference_node, database)
-    case = case or re.sub(r"[^A-Za-z0-9._-]+", "_", segmentation_node.GetName()).strip("._-") or "brainbarriers"
+    case = case or case_name(segmentation_node)
     out = Path(output_dir)
     sources = {Path(f).resolve().parent for f in files}
     if any(out.resolve() == s or s in out.resolve().parents for s in sources):

@@ -117,3 +117,20 @@ def test_requirements_match_the_dicom_extra(dicom_scene):
     assert from_dicom_database(dicom_scene["volume"])
     dicom_scene["volume"].RemoveAttribute("DICOM.instanceUIDs")
     assert not from_dicom_database(dicom_scene["volume"])
+
+
+def test_choose_export_picks_the_reference_and_the_result(dicom_scene):
+    from SlicerBrainBarriersLib.dicom_export import choose_export
+
+    scene, volume, node = dicom_scene["scene"], dicom_scene["volume"], dicom_scene["node"]
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T2 from a file")
+    assert choose_export({"ct": volume}, node, None) == (node, volume, None)
+    assert choose_export({"ct": None, "t1": volume, "t2": other}, node, None) == (node, volume, None)  # CT, else T1
+    assert choose_export({"ct": volume}, None, (node, volume)) == (node, volume, None)  # the last run's result
+    segmentation, reference, why_not = choose_export({"ct": volume}, None, None)
+    assert segmentation is None and "Segment first" in why_not
+    assert choose_export({"t2": other}, None, (node, volume))[2].startswith("Segment first")  # made from another volume
+    _, reference, why_not = choose_export({"t2": other}, node, None)
+    assert reference is other and "not loaded from the DICOM database" in why_not
+    scene.RemoveNode(node)
+    assert choose_export({"ct": volume}, None, (node, volume))[0] is None  # deleted since

@@ -14,17 +14,22 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[2]
 MODULE_FILE = REPO / "SlicerBrainBarriers" / "SlicerBrainBarriers.py"
 TINY_BUNDLE = REPO / "Testing" / "pipeline" / "tiny_bundle.py"
+DICOM_HELPERS = REPO / "Testing" / "dicom" / "dicom_helpers.py"
 if str(REPO / "Testing") not in sys.path:
     sys.path.insert(0, str(REPO / "Testing"))
 
 import slicer_harness  # noqa: E402, F401 (the tests install it)
 
 
-def write_tiny_bundle(folder: Path, **kwargs) -> Path:
-    spec = importlib.util.spec_from_file_location("tiny_bundle_for_harness", TINY_BUNDLE)
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.write_tiny_bundle(folder, **kwargs)
+    return module
+
+
+def write_tiny_bundle(folder: Path, **kwargs) -> Path:
+    return _load(TINY_BUNDLE, "tiny_bundle_for_harness").write_tiny_bundle(folder, **kwargs)
 
 
 def head_volume(path: Path, seed: int = 0, shift_mm: float = 0.0, shape=(28, 32, 30), ct: bool = True) -> Path:
@@ -52,6 +57,20 @@ def load_patient(folder: Path, prefix: str, seed: int = 0, t2_shift_mm: float = 
         path = head_volume(folder / f"{prefix}_{m}.nrrd", seed=seed + n, shift_mm=t2_shift_mm if m == "t2" else 0.0, ct=m == "ct")
         nodes[m] = slicer.util.loadVolume(str(path), {"name": f"{prefix} {m.upper()}"})
     return nodes
+
+
+def load_dicom_patient(harness, folder: Path, prefix: str, seed: int = 0) -> dict:
+    """A patient whose CT is a DICOM series loaded from the harness's DICOM database (as the DICOM
+    browser loads it) and whose T1 and T2 are NRRD files on the same grid."""
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ct = sitk.ReadImage(str(head_volume(folder / f"{prefix}_ct.nrrd", seed=seed)))
+    helpers = _load(DICOM_HELPERS, "dicom_helpers_for_harness")
+    uids = helpers.write_series(ct, folder / "dicom", "CT", generate_uid(), generate_uid(), f"{prefix} CT head", 2)
+    (volume,) = harness.load_dicom(folder / "dicom")
+    nodes = load_patient(folder, prefix, seed=seed + 1, modalities=("t1", "t2"))
+    return {"ct": volume, **nodes, "uids": uids, "dicom": folder / "dicom"}
 
 
 def snapshot():

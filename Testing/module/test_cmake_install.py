@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cmake_script import run_module_cmake
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "SlicerBrainBarriers"
@@ -75,21 +76,9 @@ print(json.dumps({"demo_installed": [e.path for e in demo if e.downloaded], "seg
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> list[tuple[Path, str]]:
     """(source file, install destination) of everything the module's CMakeLists installs."""
-    # the pinned cmake of requirements-dev.txt (next to this interpreter), else the system's
-    beside = Path(sys.executable).with_name("cmake")
-    cmake = str(beside) if beside.is_file() else shutil.which("cmake")
-    if cmake is None:
-        pytest.fail("cmake is not installed (requirements-dev.txt pins it; `make env`)")
-    folder = tmp_path_factory.mktemp("cmake")
-    module_cmake = folder / "module.cmake"
-    # script mode refuses CONFIGURE_DEPENDS (a build-time re-glob): drop it, keep everything else
-    module_cmake.write_text((MODULE / "CMakeLists.txt").read_text(encoding="utf-8").replace("CONFIGURE_DEPENDS", ""))
-    script = folder / "install.cmake"
-    script.write_text(STUBS, encoding="utf-8")
-    out = subprocess.run([cmake, f"-DMODULE_CMAKE={module_cmake}", "-P", str(script)],
-                         cwd=MODULE, capture_output=True, text=True, check=True)
+    output = run_module_cmake(STUBS, tmp_path_factory.mktemp("cmake"))
     pairs = []
-    for line in (out.stdout + out.stderr).splitlines():
+    for line in output.splitlines():
         m = re.match(r"-- INSTALL=(.*)\|(.*)$", line)
         if m:
             pairs.append((Path(m.group(1)).resolve(), re.sub("/+", "/", m.group(2))))

@@ -100,7 +100,7 @@ def test_pip_commands_for_a_child_process(tmp_path):
     plan = deps.plan(_missing_everything(), pytorch_utils_available=False)
     torch_cmd, rest_cmd = deps.pip_commands(plan, "/slicer/bin/PythonSlicer", constraints)
     assert torch_cmd[:5] == ["/slicer/bin/PythonSlicer", "-m", "pip", "install", "torch>=2.1,<3"]
-    assert {deps.requirement_name(a) for a in rest_cmd[4:-2]} == {"safetensors", "tqdm", "platformdirs"}
+    assert {deps.requirement_name(a) for a in rest_cmd[4:-2]} == {"safetensors", "tqdm", "platformdirs", "jsonschema"}
     assert rest_cmd[-2:] == ["-c", str(constraints)]
     assert f"numpy=={deps.installed_version('numpy')}" in constraints.read_text().splitlines()
     with_utils = deps.pip_commands(deps.plan(_missing_everything(), pytorch_utils_available=True), "py", constraints)

@@ -21,6 +21,7 @@ from slicer_module_helpers import (
     MODULE_FILE,
     REPO,
     Panel,
+    load_dicom_patient,
     load_patient,
     slicer_harness,
     snapshot,
@@ -447,3 +448,167 @@ def test_closing_the_scene_cancels_a_run(fresh, harness, tmp_path):
     harness.wait_until(lambda: run.process.ended, 30, "the child to end")
     harness.process_events(0.3)
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+# --- Export to DICOM ------------------------------------------------------------------------------
+def _replace_segment_with_box(node, reference_nrrd: Path, key: str, box: tuple, tmp_path: Path):
+    """Edit a segment as a user would: its voxels become ``box`` (index ranges k, j, i); returns the mask."""
+    import numpy as np
+    import SimpleITK as sitk
+    import slicer
+    from SlicerBrainBarriersLib import scene_io, segments
+
+    reference = sitk.ReadImage(str(reference_nrrd))
+    mask = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
+    mask[box] = 1
+    image = sitk.GetImageFromArray(mask)
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(tmp_path / f"{key}_edit.nrrd"))
+    labelmap = segments.binary_segment_image(scene_io.read_label_map(tmp_path / f"{key}_edit.nrrd"), 1)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(labelmap, node, f"BrainBarriers_{key}", logic.MODE_REPLACE)
+    return mask.astype(bool)
+
+
+def test_export_to_dicom_after_a_run_includes_the_edit(fresh, harness, tmp_path):
+    import highdicom as hd
+    import numpy as np
+    import pydicom
+    import slicer
+
+    patient = load_dicom_patient(harness, tmp_path / "in", "DP")
+    ui = fresh.widget.ui
+    for modality, selector in (("ct", ui.ctSelector), ("t1", ui.t1Selector), ("t2", ui.t2Selector)):
+        selector.setCurrentNode(patient[modality])
+    assert patient["ct"].GetName() == "2: DP CT head"  # named as the DICOM browser names a series
+    assert not ui.exportDicomButton.enabled and "Segment first" in ui.exportDicomButton.toolTip
+    fresh.click(ui.applyButton)
+    fresh.wait_idle()
+    assert ui.progressLabel.text.startswith("Done"), ui.logTextEdit.toPlainText()
+    node, reference = fresh.widget.result
+    assert reference is patient["ct"] and ui.outputSegmentationSelector.currentNode() is None
+    assert ui.exportDicomButton.enabled  # re-checked when the run finished: the last result is exported
+
+    ventricles = _replace_segment_with_box(node, tmp_path / "in" / "DP_ct.nrrd", "ventricles",
+                                           (slice(10, 16), slice(12, 20), slice(9, 19)), tmp_path)
+    out = tmp_path / "out"
+    harness.user.will(str(out))  # the folder chosen with the path edit's browse button
+    ui.dicomFolderPathLineEdit.browse()
+    assert ui.dicomFolderPathLineEdit.currentPath == str(out)
+    ui.addToDatabaseCheckBox.checked = True
+    source_before = sorted((p.name, p.stat().st_mtime_ns) for p in patient["dicom"].iterdir())
+    fresh.click(ui.exportDicomButton)
+
+    from SlicerBrainBarriersLib import dicom_export
+
+    paths = dicom_export.output_paths(node, out)
+    assert all(p.is_file() for p in paths.values()), ui.logTextEdit.toPlainText()
+    log = ui.logTextEdit.toPlainText()
+    assert all(f"Wrote {p}" in log for p in paths.values())
+    assert ui.progressLabel.text.startswith(f"Exported {node.GetName()} to {out} and the DICOM database")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in patient["dicom"].iterdir()) == source_before
+    source = pydicom.dcmread(patient["dicom"] / "CT0000.dcm", stop_before_pixels=True)
+
+    seg = hd.seg.segread(paths["dicom_seg"])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.StudyInstanceUID == source.StudyInstanceUID and seg.SeriesInstanceUID != source.SeriesInstanceUID
+    pixels = seg.get_pixels_by_source_instance(patient["uids"])
+    numbers = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
+    kinds = {d.SegmentLabel: d.SegmentAlgorithmType for d in seg.SegmentSequence}
+    assert np.array_equal(pixels[..., numbers["Ventricles"] - 1].astype(bool), ventricles)  # the edit, voxel-exact
+    assert kinds["Ventricles"] == "SEMIAUTOMATIC"
+    assert {kinds[lab.name] for lab in OUTPUT_LABELS if lab.key != "ventricles" and lab.name in kinds} <= {"AUTOMATIC"}
+
+    rt = pydicom.dcmread(paths["rtstruct"])
+    series = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == source.SeriesInstanceUID
+    rois = {r.ROINumber: r.ROIName for r in rt.StructureSetROISequence}
+    kinds = {r.ROIName: r.ROIGenerationAlgorithm for r in rt.StructureSetROISequence}
+    assert kinds["Ventricles"] == "SEMIAUTOMATIC"
+    contours = next(c for c in rt.ROIContourSequence if rois[c.ReferencedROINumber] == "Ventricles")
+    slices = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for c in contours.ContourSequence}
+    assert slices == set(patient["uids"][10:16])  # contours on exactly the edited slices
+
+    database = slicer.dicomDatabase  # added to the DICOM database, source series untouched there
+    assert database.fileForInstance(str(seg.SOPInstanceUID)) and database.fileForInstance(str(rt.SOPInstanceUID))
+    assert all(database.fileForInstance(uid) for uid in patient["uids"])
+
+    before = {p: p.stat().st_mtime_ns for p in paths.values()}
+    harness.user.will(False)  # "Replace ... ?" -> Cancel: nothing is overwritten
+    fresh.click(ui.exportDicomButton)
+    assert "Replace" in harness.user.seen[-1][1] and {p: p.stat().st_mtime_ns for p in paths.values()} == before
+
+
+def _labels_result(patient, tmp_path):
+    """A result imported into the scene without a run (the fast way to a segmentation)."""
+    import numpy as np
+    import SimpleITK as sitk
+    import slicer
+    from SlicerBrainBarriersLib import scene_io, segments
+
+    reference = sitk.ReadImage(str(tmp_path / "in" / "DP_ct.nrrd"))
+    labels = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
+    for n, lab in enumerate(OUTPUT_LABELS):
+        labels[4 + 3 * n: 6 + 3 * n, 10:20, 8:20] = lab.value
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(tmp_path / "labels.nrrd"))
+    return segments.import_labels(slicer.mrmlScene, scene_io.read_label_map(tmp_path / "labels.nrrd"), OUTPUT_LABELS,
+                                  patient["ct"], model="tiny-test@0.0.1").node
+
+
+def test_export_to_dicom_needs_a_volume_from_the_dicom_database(fresh, harness, tmp_path):
+    patient = load_dicom_patient(harness, tmp_path / "in", "DP")
+    other = load_patient(tmp_path / "nrrd", "NR", modalities=("ct",))["ct"]
+    node = _labels_result(patient, tmp_path)
+    ui = fresh.widget.ui
+    ui.ctSelector.setCurrentNode(other)
+    ui.outputSegmentationSelector.setCurrentNode(node)
+    assert not ui.exportDicomButton.enabled
+    assert "not loaded from the DICOM database" in ui.exportDicomButton.toolTip
+    ui.ctSelector.setCurrentNode(patient["ct"])  # the input change empties Output: nothing to export
+    assert not ui.exportDicomButton.enabled
+    ui.outputSegmentationSelector.setCurrentNode(node)
+    assert ui.exportDicomButton.enabled and patient["ct"].GetName() in ui.exportDicomButton.toolTip
+    ui.dicomFolderPathLineEdit.currentPath = str(patient["dicom"])  # a refusal is said, the panel stays usable
+    before = sorted(p.name for p in patient["dicom"].iterdir())
+    fresh.click(ui.exportDicomButton)
+    assert "holds the source images" in ui.progressLabel.text and sorted(p.name for p in patient["dicom"].iterdir()) == before
+    ui.ctSelector.setCurrentNode(None)  # T1 then T2 would be the reference: both are NRRD files
+    ui.outputSegmentationSelector.setCurrentNode(node)
+    assert not ui.exportDicomButton.enabled
+
+
+def test_export_to_dicom_offers_the_dicom_libraries_first(fresh, harness, tmp_path, monkeypatch):
+    module = sys.modules["SlicerBrainBarriers"]
+    deps = module.dependencies
+    patient = load_dicom_patient(harness, tmp_path / "in", "DP")
+    node = _labels_result(patient, tmp_path)
+    ui = fresh.widget.ui
+    ui.ctSelector.setCurrentNode(patient["ct"])
+    ui.outputSegmentationSelector.setCurrentNode(node)
+    out = tmp_path / "out"
+    ui.dicomFolderPathLineEdit.currentPath = str(out)
+    ui.rtstructCheckBox.checked = False
+    real_check = deps.check
+    asked = []
+
+    def check(requirements=deps.CORE_REQUIREMENTS):
+        asked.append(tuple(requirements))
+        if tuple(requirements) == module.dicom_export.DICOM_REQUIREMENTS:
+            return deps.DependencyStatus(missing=["highdicom>=0.25"], torch_version="2.13.0")
+        return real_check(requirements)
+
+    monkeypatch.setattr(deps, "check", check)
+    monkeypatch.setattr(deps, "pip_commands", lambda plan, python, constraints: [[sys.executable, "-c", "print('pip ran')"]])
+    harness.user.will(False)  # "Install highdicom>=0.25? ..." -> Cancel: nothing is written
+    fresh.click(ui.exportDicomButton)
+    assert "Install highdicom>=0.25?" in harness.user.seen[-1][1] and not out.exists()
+    assert module.dicom_export.DICOM_REQUIREMENTS in asked
+
+    harness.user.will(True)  # OK: pip runs in a child, then the export goes on by itself
+    fresh.click(ui.exportDicomButton)
+    fresh.wait_idle(60)
+    assert "pip ran" in ui.logTextEdit.toPlainText()
+    assert sorted(p.name for p in out.iterdir()) == [f"{module.dicom_export.case_name(node)}_seg.dcm"], ui.logTextEdit.toPlainText()
+    assert ui.progressLabel.text.startswith("Exported")

@@ -76,3 +76,13 @@ def test_widget_kinds_and_defaults(loaded):
     assert loaded.findChild(QtWidgets.QPushButton, "applyButton").text() == "Segment"
     assert loaded.findChild(QtCore.QObject, "logCollapsibleButton").property("collapsed") is True
     assert classes["logTextEdit"] == "QPlainTextEdit"
+
+
+def test_dicom_export_section(loaded):
+    classes = ui_classes()
+    assert classes["dicomExportCollapsibleButton"] == "ctkCollapsibleButton"
+    assert classes["dicomFolderPathLineEdit"] == "ctkPathLineEdit"
+    for name in ("dicomSegCheckBox", "rtstructCheckBox"):
+        assert loaded.findChild(QtWidgets.QCheckBox, name).isChecked()
+    assert not loaded.findChild(QtWidgets.QCheckBox, "addToDatabaseCheckBox").isChecked()
+    assert not loaded.findChild(QtWidgets.QPushButton, "exportDicomButton").isEnabled()  # until a DICOM input

@@ -9,9 +9,11 @@ What it is made of:
   testing mode, override cursor, module manager, core IO manager reading volumes through MRML
   storage nodes, settings), ``slicer.mrmlScene``, ``slicer.modules``,
   ``slicer.ScriptedLoadableModule`` (:mod:`.scripted`), ``slicer.parameterNodeWrapper``
-  (:mod:`.parameter_node`), stand-ins for qMRMLWidget, qMRMLNodeComboBox, ctkCollapsibleButton and
-  the Segment Editor widget (:mod:`.widgets`), and a ``SampleData`` module whose registered sources
-  are fetched from their URIs, checked against their SHA-256 and loaded;
+  (:mod:`.parameter_node`), stand-ins for qMRMLWidget, qMRMLNodeComboBox, ctkCollapsibleButton,
+  ctkPathLineEdit and the Segment Editor widget (:mod:`.widgets`), a ``SampleData`` module whose
+  registered sources are fetched from their URIs, checked against their SHA-256 and loaded, and
+  ``slicer.dicomDatabase`` with ``DICOMLib.DICOMUtils.importDicom`` and the DICOM browser's
+  scalar-volume loading (:mod:`.dicom`);
 - ``slicer.util.loadUI`` builds the panel with QUiLoader from those classes and makes the .ui's
   ``mrmlSceneChanged(vtkMRMLScene*)`` connections as Slicer's loader does;
 - a *user* (:class:`User`) answers dialogs from a queue and records them; a dialog nobody expected
@@ -43,7 +45,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6 import QtCore, QtWidgets  # noqa: E402
 
-from . import pythonqt, widgets  # noqa: E402
+from . import dicom, pythonqt, widgets  # noqa: E402
 
 SLICER_VERSION = "5.10.0"
 
@@ -113,6 +115,22 @@ class Harness:
         """Discover a scripted module file as Slicer's module factory does; returns the module object."""
         return _load_scripted_module(self, Path(module_file))
 
+    def load_dicom(self, folder: str | Path, copy_files: bool = False) -> list:
+        """Import a folder into the DICOM database and load its series, as the DICOM browser does."""
+        import DICOMLib
+        import pydicom
+        import slicer
+
+        if not DICOMLib.DICOMUtils.importDicom(str(folder), slicer.dicomDatabase, copy_files):
+            raise ValueError(f"could not import {folder}")
+        series = []
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                uid = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+                if uid not in series:
+                    series.append(uid)
+        return [dicom.load_series(uid) for uid in series]
+
     def select_module(self, name: str):
         import slicer
 
@@ -123,7 +141,7 @@ class Harness:
 _HARNESS: Harness | None = None
 _SAVED: dict = {}
 _SLICER_ADDED = ("mrmlScene", "app", "modules", "qMRMLWidget", "qMRMLNodeComboBox", "qMRMLSegmentEditorWidget",
-                 "ScriptedLoadableModule", "parameterNodeWrapper", "selfTests")
+                 "ScriptedLoadableModule", "parameterNodeWrapper", "selfTests", "dicomDatabase")
 _UTIL_PATCHED = ("loadUI", "messageBox", "delayDisplay", "selectModule", "setSliceViewerLayers", "pip_install", "mainWindow")
 
 
@@ -137,7 +155,7 @@ def install() -> Harness:
     import slicer.util
 
     _SAVED["modules"] = {k: sys.modules.get(k) for k in ("qt", "ctk", "slicer.ScriptedLoadableModule",
-                                                          "slicer.parameterNodeWrapper", "SampleData")}
+                                                          "slicer.parameterNodeWrapper", "SampleData", "DICOMLib")}
     _SAVED["util"] = {k: getattr(slicer.util, k) for k in _UTIL_PATCHED}
     _SAVED["excepthook"] = sys.excepthook
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["SlicerHarness"])
@@ -147,6 +165,7 @@ def install() -> Harness:
     sys.modules["qt"] = qt
     ctk = types.ModuleType("ctk")
     ctk.ctkCollapsibleButton = widgets.ctkCollapsibleButton
+    ctk.ctkPathLineEdit = widgets.ctkPathLineEdit
     sys.modules["ctk"] = ctk
 
     import slicer
@@ -170,6 +189,8 @@ def install() -> Harness:
     slicer.parameterNodeWrapper = parameter_node.parameterNodeWrapper
     _patch_util(harness, slicer.util, slicer, vtk)
     sys.modules["SampleData"] = _sample_data_module(harness)
+    slicer.dicomDatabase = dicom.DICOMDatabase(harness.home / "DICOM")  # the DICOM module opens it at startup
+    sys.modules["DICOMLib"] = dicom.dicomlib_module(lambda: slicer.dicomDatabase)
     _segment_editor(harness, slicer)
     def excepthook(kind, value, tb):  # PySide6 reports exceptions raised in slots here
         harness.slot_errors.append(value)

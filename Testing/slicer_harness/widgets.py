@@ -6,7 +6,8 @@ qMRMLNodeComboBox lists the scene's nodes of ``nodeTypes`` (exact classes unless
 ``showChildNodeTypes``; ``HideFromEditors`` nodes hidden), keeps "None" selected when
 ``noneEnabled`` and otherwise selects the first node, follows nodes added and removed, and emits
 ``currentNodeChanged``; ctkCollapsibleButton is a header button that hides its contents when
-``collapsed``.
+``collapsed``; ctkPathLineEdit holds a path typed or chosen with its browse button (a folder dialog
+when ``filters`` has ``Dirs``) and emits ``currentPathChanged``.
 """
 
 from __future__ import annotations
@@ -274,6 +275,64 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
         painter.drawText(QtCore.QRect(24, 0, width - 28, self.HEADER), QtCore.Qt.AlignVCenter, self._text)
 
 
+class ctkPathLineEdit(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
+    """A line edit and a browse button: the path (``currentPath``) of a file or, with ``Dirs`` in
+    ``filters``, a folder. The browse button opens ``qt.QFileDialog``'s static dialog as ctk does."""
+
+    # ctkPathLineEdit::Filter values (QDir::Filter's), which PythonQt shows as class attributes
+    Dirs, Files, Drives, NoSymLinks, AllEntries = 0x001, 0x002, 0x004, 0x008, 0x007
+    Readable, Writable, Executable = 0x010, 0x020, 0x040
+
+    currentPathChanged = Signal(str)
+    validInputChanged = Signal(bool)
+    _pythonqt_signals = {"currentPathChanged(QString)": "currentPathChanged", "validInputChanged(bool)": "validInputChanged"}
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._filters = self.AllEntries | self.Readable
+        self._edit = QtWidgets.QLineEdit(self)
+        self._browse = QtWidgets.QToolButton(self)
+        self._browse.setText("...")
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._edit)
+        layout.addWidget(self._browse)
+        self._edit.textChanged.connect(self.currentPathChanged.emit)
+        self._browse.clicked.connect(self.browse)
+
+    def _get_path(self):
+        return self._edit.text()
+
+    def _set_path(self, path):
+        self._edit.setText(str(path))
+
+    currentPath = Property(str, _get_path, _set_path)
+
+    def _get_filters(self):
+        return self._filters
+
+    def _set_filters(self, value):
+        self._filters = int(value)
+
+    filters = Property(int, _get_filters, _set_filters)
+
+    def setCurrentPath(self, path):  # noqa: N802
+        self._set_path(path)
+
+    def addCurrentPathToHistory(self):  # noqa: N802 (ctk keeps a drop-down history; the harness has none)
+        pass
+
+    def browse(self):
+        import qt  # the application's qt: its dialogs are answered by the harness's user
+
+        if self._filters & self.Dirs:
+            path = qt.QFileDialog.getExistingDirectory(self, "Select a directory...", self._get_path())
+        else:
+            path = qt.QFileDialog.getOpenFileName(self, "Open a file", self._get_path())
+        if path:
+            self._set_path(path)
+
+
 class qMRMLSegmentEditorWidget(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
     """What another module can set on Segment Editor: the segmentation and the source volume."""
 
@@ -299,5 +358,6 @@ CUSTOM_WIDGETS = {
     "qMRMLWidget": qMRMLWidget,
     "qMRMLNodeComboBox": qMRMLNodeComboBox,
     "ctkCollapsibleButton": ctkCollapsibleButton,
+    "ctkPathLineEdit": ctkPathLineEdit,
     "qMRMLSegmentEditorWidget": qMRMLSegmentEditorWidget,
 }

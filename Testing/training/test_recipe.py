@@ -29,7 +29,7 @@ def test_paper_is_the_defaults_and_every_recipe_round_trips():
 
 def test_stage_sections_override_train_settings():
     smoke = load_recipe("smoke")
-    assert smoke.train.epochs == 6 and smoke.stage("coarse").epochs == 10 and smoke.stage("fine").epochs == 6
+    assert smoke.train.epochs == 8 and smoke.stage("coarse").epochs == 10 and smoke.stage("fine").epochs == 8
     coarse = stage_config(smoke, "coarse")
     assert coarse["optimizer"]["lr"] == 0.01 and coarse["architecture"] == "coarse-unet"
     assert stage_config(load_config("smoke"), "fine")["patch_size"]["falx"] == [24, 56, 16]
