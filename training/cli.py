@@ -62,6 +62,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
 
+    p = sub.add_parser("compare", help="the paper's Table VI: cross-validate HMRNet and comparison networks on the "
+                                       "same folds, each evaluated through the shipped pipeline; Dice/ASSD per "
+                                       "structure with paired t-tests against HMRNet (CSV, Markdown, figure)")
+    _config_args(p)
+    p.add_argument("--networks", required=True, help="comma-separated: hmrnet and names of brainbarriers.networks "
+                                                     "(unet3d,res-unet3d,unet3d-cse,unet3d-sse,unet3d-scse,sepnet3d,"
+                                                     "focusnet,hnf-netv2,hmedn,focusnetv2)")
+    p.add_argument("--data", type=Path, default=None, help="data set, prepared into OUT/cache unless --cache is given")
+    p.add_argument("--cache", type=Path, default=None, help="prepared data (output of `prepare`)")
+    p.add_argument("--out", required=True, type=Path, help="work folder: OUT/<network>/ per network, the tables")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--options", type=json.loads, default={}, metavar="JSON",
+                   help='per-network constructor options, e.g. \'{"unet3d": {"widths": [16, 32, 64, 128]}}\'')
+    p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
+    _cases_args(p)
+    p.add_argument("--no-resume", action="store_true", help="run every network again")
+
     p = sub.add_parser("evaluate", help="segment labelled cases with a model bundle (the shipped pipeline) and score "
                                         "them: Dice, ASSD, HD95, surface Dice per case and structure")
     p.add_argument("--model", help="model id (ID or ID@VERSION) or bundle folder/zip, e.g. the output of `export`")
@@ -161,6 +178,25 @@ def _smoke(args) -> int:
     return 1 if problems else 0
 
 
+def _compare(args, config: dict) -> int:
+    from .compare import compare
+    from .prepare import prepare
+
+    cache = args.cache
+    if cache is None:
+        if args.data is None:
+            raise ValueError("compare needs --cache (prepared data) or --data (a data set to prepare)")
+        cache = args.out / "cache"
+        if not (cache / "index.json").exists():
+            prepare(args.data, cache, config["data"], progress=config["train"].get("progress", True))
+    if not isinstance(args.options, dict):
+        raise ValueError("--options must be a JSON object: {network: {option: value}}")
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    print(compare(config, cache, args.out, networks, args.folds, args.cases, not args.no_resume, args.options,
+                  _structures(args.structure)))
+    return 0
+
+
 def run(args) -> int:
     if args.command == "phantom":
         from .phantom import SMALL_SIZE, SMALL_SPACING, generate_dataset
@@ -210,6 +246,8 @@ def run(args) -> int:
             targets = _structures(getattr(args, "structure", ["all"]))
             train_fine(config, args.cache, args.workdir, targets, args.cases, resume=not args.no_resume)
         return 0
+    if args.command == "compare":
+        return _compare(args, config)
     if args.command == "cross-validate":
         from .crossval import cross_validate
 

@@ -65,7 +65,7 @@ def compare(config: dict, cache: Path, workdir: Path, networks: list[str], folds
 
 def read_metrics(path: Path) -> list[dict]:
     """The rows of an ``evaluate`` metrics.csv with Dice and ASSD as floats."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
         for k in ("dice", "assd"):
@@ -142,7 +142,7 @@ def write_compare(rows: list[dict], out: Path) -> str:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keys = [lab.key for lab in OUTPUT_LABELS] + ["average"]
-    with open(out / "compare.csv", "w", newline="") as fh:
+    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["network"] + [f"{k}_{m}_{s}" for m in ("dice", "assd") for k in keys for s in ("mean", "std")]
                    + ["p_dice", "p_assd"])
@@ -157,7 +157,7 @@ def write_compare(rows: list[dict], out: Path) -> str:
         ps = ["-" if not math.isfinite(r[p]) else f"{r[p]:.4f}" for p in ("p_dice", "p_assd")]
         lines.append(f"| {r['network']} | " + " | ".join(cells) + " | " + " | ".join(ps) + " |")
     md = "\n".join(lines) + "\n"
-    (out / "compare.md").write_text(md)
+    (out / "compare.md").write_text(md, encoding="utf-8")
     return md
 
 

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .config import Recipe, as_recipe, save_recipe
 from .data import PadCollate, TrainingSet
 from .losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
+from .losses_zoo import DifficultyGuidedCELoss, FocusNetLoss, HMEDNLoss
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.safetensors"
@@ -73,8 +74,14 @@ def make_loss(stage_cfg: dict, target: FineTarget | None) -> torch.nn.Module:
         base = FNDiceCELoss(theta=target.theta if (theta == "table" and target) else float(theta if theta != "table" else 1.0))
     elif name == "dice_ce":
         base = DiceCELoss()
+    elif name == "difficulty_ce":
+        base = DifficultyGuidedCELoss()
+    elif name == "hmedn":
+        return HMEDNLoss(DifficultyGuidedCELoss(), weights=stage_cfg.get("deep_supervision_weights", (0.3, 0.3, 0.4)))
+    elif name == "focusnet":
+        return FocusNetLoss(DiceCELoss())
     else:
-        raise ValueError(f"unknown loss {name!r} (dice_ce or fn_dice_ce)")
+        raise ValueError(f"unknown loss {name!r} (dice_ce, fn_dice_ce, difficulty_ce, hmedn or focusnet)")
     return DeepSupervisionLoss(base, stage_cfg.get("deep_supervision_weights", (0.3, 0.3, 0.4)))
 
 

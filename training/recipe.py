@@ -120,7 +120,9 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class Loss:
-    name: Literal["dice_ce", "fn_dice_ce"] = "dice_ce"
+    #: "difficulty_ce": HMEDN's difficulty-guided CE; "hmedn": that CE + side outputs, HR pathway and
+    #: contour regression (HMEDN eq. 6); "focusnet": Dice + CE + heat maps + small-structure masks.
+    name: Literal["dice_ce", "fn_dice_ce", "difficulty_ce", "hmedn", "focusnet"] = "dice_ce"
     #: fn-Dice false-negative weight: a number, or "table" for the per-structure values of the paper.
     theta: Union[float, Literal["table"]] = "table"
 

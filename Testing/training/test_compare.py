@@ -66,3 +66,52 @@ def test_table_lists_every_network_with_mean_std_and_p(tmp_path):
     again = table_vi({"unet3d": read_metrics(path)}, reference=None)[0]
     assert again["average_dice"][0] == pytest.approx(rows[1]["average_dice"][0])
     assert (tmp_path / "compare.png").stat().st_size > 1000
+
+
+TINY_ZOO = {  # tiny widths so that a phantom run takes seconds (the defaults are the papers')
+    "unet3d": {"widths": [4, 8, 8]},
+    "res-unet3d": {"widths": [4, 8, 8]},
+    "unet3d-cse": {"widths": [4, 8, 8]},
+    "unet3d-sse": {"widths": [4, 8, 8]},
+    "unet3d-scse": {"widths": [4, 8, 8]},
+    "sepnet3d": {"widths": [4, 8, 8]},
+    "focusnet": {"widths": [4, 8, 8], "sos_width": 4, "roi_size": [8, 8, 8]},
+    "focusnetv2": {"widths": [4, 8, 8], "sos_width": 4, "roi_size": [8, 8, 8]},
+    "hnf-netv2": {"base_width": 4, "widths": [4, 4, 8, 8], "bases": 4},
+    "hmedn": {"widths": [4, 4, 8], "hr_width": 4},
+}
+
+
+def _run_compare(prepared, tmp_path, networks):
+    from brainbarriers.structures import targets_for_labels
+    from training_helpers import tiny_config
+
+    from brainbarriers_training.compare import compare
+
+    _, cache, _ = prepared
+    return compare(tiny_config(), cache, tmp_path, networks, folds=2, options=TINY_ZOO,
+                   targets=targets_for_labels(["ventricles"]))
+
+
+def test_compare_same_folds_table_and_resume(prepared, tmp_path):
+    import json
+
+    md = _run_compare(prepared, tmp_path, ["hmrnet", "hmedn"])
+    assert "| hmrnet |" in md and "| hmedn |" in md
+    folds = [json.loads((tmp_path / n / "folds.json").read_text()) for n in ("hmrnet", "hmedn")]
+    assert folds[0] == folds[1]
+    spec = json.loads((tmp_path / "hmedn" / "fold_0" / "bundle" / "manifest.json").read_text())
+    assert "hmedn" in json.dumps(spec) and (tmp_path / "compare.csv").exists()
+    assert (tmp_path / "compare.png").exists()
+    stamp = (tmp_path / "hmedn" / "evaluation" / "metrics.csv").stat().st_mtime_ns
+    _run_compare(prepared, tmp_path, ["hmrnet", "hmedn"])  # resumed: nothing is trained again
+    assert (tmp_path / "hmedn" / "evaluation" / "metrics.csv").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_compare_lists_every_network(prepared, tmp_path):
+    from brainbarriers.networks import ZOO
+
+    md = _run_compare(prepared, tmp_path, ["hmrnet", *ZOO])
+    for name in ("hmrnet", *ZOO):
+        assert f"| {name} |" in md
