@@ -115,3 +115,15 @@ def test_compare_lists_every_network(prepared, tmp_path):
     md = _run_compare(prepared, tmp_path, ["hmrnet", *ZOO])
     for name in ("hmrnet", *ZOO):
         assert f"| {name} |" in md
+
+
+def test_compare_command_line_errors(tmp_path, capsys):
+    from brainbarriers_training.cli import main
+
+    assert main(["compare", "--config", "smoke", "--networks", "hmrnet", "--out", str(tmp_path)]) == 2
+    assert "needs --cache" in capsys.readouterr().err
+    (tmp_path / "cache").mkdir()
+    code = main(["compare", "--config", "smoke", "--networks", "hmrnet,unet4d", "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown network 'unet4d'" in err and len(err.strip().splitlines()) == 1
