@@ -16,7 +16,6 @@ from brainbarriers.networks.hmedn import DilatedResBlock
 from brainbarriers.networks.hnfnet import EMA, IntraSDE
 from brainbarriers.networks.inference import inference_context
 from brainbarriers.networks.padding import pad_to_multiple, predict_padded
-
 from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss
 from brainbarriers_training.losses_zoo import (
     DifficultyGuidedCELoss,

@@ -6,8 +6,6 @@ import math
 import numpy as np
 import pytest
 from brainbarriers.structures import OUTPUT_LABELS
-from scipy import stats
-
 from brainbarriers_training.compare import (
     case_averages,
     paired_p,
@@ -16,6 +14,7 @@ from brainbarriers_training.compare import (
     write_compare,
     write_figure,
 )
+from scipy import stats
 
 KEYS = [lab.key for lab in OUTPUT_LABELS]
 
@@ -84,9 +83,8 @@ TINY_ZOO = {  # tiny widths so that a phantom run takes seconds (the defaults ar
 
 def _run_compare(prepared, tmp_path, networks):
     from brainbarriers.structures import targets_for_labels
-    from training_helpers import tiny_config
-
     from brainbarriers_training.compare import compare
+    from training_helpers import tiny_config
 
     _, cache, _ = prepared
     return compare(tiny_config(), cache, tmp_path, networks, folds=2, options=TINY_ZOO,
