@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--licence-file", type=Path, default=None)
     p.add_argument("--model-card", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="prepared training data: store its per-structure volume statistics (quality flags)")
+    _cases_args(p)
     return ap
 
 
@@ -171,7 +174,7 @@ def run(args) -> int:
             extra["LICENSE"] = args.licence_file
         if args.model_card:
             extra["MODEL_CARD.md"] = args.model_card
-        path = export_bundle(config, args.workdir, args.out, extra or None)
+        path = export_bundle(config, args.workdir, args.out, extra or None, args.cache, args.cases)
         print(f"wrote bundle {path}")
         return 0
     raise AssertionError(args.command)

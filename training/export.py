@@ -63,8 +63,29 @@ def build_manifest(config: dict, workdir: Path, targets: list[str]) -> dict:
     }
 
 
-def export_bundle(config: dict, workdir: Path, out: Path, extra_files: dict[str, Path] | None = None) -> Path:
-    """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``."""
+def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
+    """Manifest ``volume_stats``: per output label, the volumes of the prepared training labels
+    (model spacing) of ``cases`` (default: every prepared case)."""
+    import numpy as np
+    from brainbarriers.quality import output_volumes, volume_statistics
+
+    from .prepare import load_index
+
+    index = load_index(cache)
+    volumes: dict[str, list[float]] = {}
+    for entry in index["cases"]:
+        if cases and entry["case"] not in cases:
+            continue
+        with np.load(Path(cache) / entry["file"]) as z:
+            for key, ml in output_volumes(z["label"], tuple(index["spacing"])).items():
+                volumes.setdefault(key, []).append(ml)
+    return volume_statistics(volumes)
+
+
+def export_bundle(config: dict, workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
+                  cache: Path | None = None, cases: list[str] | None = None) -> Path:
+    """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``; with the
+    prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics."""
     from brainbarriers.bundles import write_bundle
 
     workdir = Path(workdir)
@@ -74,6 +95,8 @@ def export_bundle(config: dict, workdir: Path, out: Path, extra_files: dict[str,
     if not targets:
         raise FileNotFoundError(f"no trained fine networks in {workdir / 'fine'}")
     manifest = build_manifest(config, workdir, targets)
+    if cache is not None:
+        manifest["volume_stats"] = training_volume_stats(cache, cases)
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}
     for key in targets:
         states[f"fine_{key}.safetensors"] = load_weights(workdir / "fine" / key / FINAL)

@@ -39,7 +39,7 @@ def run_case(
 ) -> dict[str, str]:
     """Segment one case and write its outputs atomically; returns {kind: path}."""
     check_case_name(case)
-    paths = export.output_paths(out_dir, case, overview, challenge)
+    paths = export.output_paths(out_dir, case, overview, challenge, segmenter.options.uncertainty)
     export.prepare_output_dir(out_dir, paths, overwrite)
     segmenter.bundle.used_modalities(list(inputs))  # refuse an unsupported subset before reading
     segmenter.progress("load", 0.01, "reading the input images")
@@ -54,6 +54,8 @@ def run_case(
             export.write_labels(out.temp["challenge"], result.labels, compress=False)
         if overview:
             export.write_overview(out.temp["overview"], images[result.reference], result.labels)
+        if result.quality.uncertainty is not None:
+            export.write_uncertainty(out.temp["uncertainty"], result.quality.uncertainty)
         report = export.build_report(
             result, segmenter.bundle, {m: str(Path(p).resolve()) for m, p in inputs.items()}, case,
             segmenter.options.quality, values,

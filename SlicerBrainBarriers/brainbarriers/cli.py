@@ -36,6 +36,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar", help="json: one JSON object per line")
     p.add_argument("--overview", action="store_true", help="also write <case>_overview.png")
     p.add_argument("--challenge-format", action="store_true", help="also write <case>_task1.mha (uncompressed UCHAR)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz (per-voxel entropy of the structure probabilities, bits)")
     p.add_argument("--no-cleanup", action="store_true", help="keep every connected component")
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
@@ -101,6 +103,7 @@ def _segmenter(args, progress):
     options = SegmentOptions(
         structures=args.structures, quality=args.quality, register=args.register,
         check_alignment=not args.no_alignment_check, cleanup=not args.no_cleanup, precision=args.precision,
+        uncertainty=args.uncertainty,
     )
     return Segmenter(bundle, args.device, options, progress)
 
@@ -129,7 +132,8 @@ def cmd_segment(args, progress) -> int:
     case = args.case or case_name(inputs[next(m for m in MODALITIES if m in inputs)])
     from .export import output_paths, prepare_output_dir
 
-    prepare_output_dir(args.output, output_paths(args.output, case, args.overview, args.challenge_format), args.overwrite)
+    prepare_output_dir(args.output, output_paths(args.output, case, args.overview, args.challenge_format, args.uncertainty),
+                       args.overwrite)
     segmenter = _segmenter(args, progress)
     outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format)
     notes = segmenter.runner.notes
@@ -140,6 +144,8 @@ def cmd_segment(args, progress) -> int:
         print(message)
         for s in report["structures"].values():
             print(f"  {s['name']:<22} {s['volume_ml']:9.2f} ml")
+        for flag in report["quality_flags"]:
+            print(f"  check: {flag['reason']}")
         for kind, path in outputs.items():
             print(f"  {kind:<9} {path}")
     return 0

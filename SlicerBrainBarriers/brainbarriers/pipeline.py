@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from . import geometry
+from . import geometry, quality
 from .bundles import Bundle
 from .errors import InputError
 from .preprocessing import array_axis, stack_channels
@@ -58,6 +58,7 @@ class SegmentOptions:
     precision: str = "fp32"
     batch_size: int | None = None
     fine_boxes: dict[str, geometry.Box] | None = None
+    uncertainty: bool = False
 
 
 @dataclass
@@ -72,6 +73,7 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     device: str = "cpu"
+    quality: quality.Assessment = field(default_factory=quality.Assessment)
 
 
 # --- stages -----------------------------------------------------------------------------------------
@@ -268,8 +270,10 @@ class Segmenter:
     def _flip_axes(self) -> tuple[int, ...]:
         return (0, 1, 2) if self.options.quality == "full" else ()
 
-    def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image) -> np.ndarray:
-        """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid."""
+    def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image,
+                         flips: tuple[int, ...] | None = None) -> np.ndarray:
+        """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid
+        (``flips``: flip-averaging axes, default from the quality option)."""
         spec = self.bundle.network_spec(target.key)
         needed, trained = fine_axes(target, spec, grid)
         overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
@@ -278,7 +282,8 @@ class Segmenter:
         if swap:  # present the thin axis where the weights expect it
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
             max_crop[needed], max_crop[trained] = max_crop[trained], max_crop[needed]
-        prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop), self._flip_axes())[1]
+        prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop),
+                                   self._flip_axes() if flips is None else flips)[1]
         return np.swapaxes(prob, needed, trained) if swap else prob
 
     def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
@@ -340,6 +345,7 @@ class Segmenter:
         shape = channels.shape[1:]
         labels = np.zeros(shape, dtype=np.uint8)
         best = np.zeros(shape, dtype=np.float32)
+        probabilities: dict[str, tuple[geometry.Box, np.ndarray]] = {}
         for n, t in enumerate(self.targets):
             frac = _STAGE_START["fine"] + (_STAGE_START["postprocess"] - _STAGE_START["fine"]) * n / len(self.targets)
             box = boxes.get(t.key)
@@ -352,9 +358,10 @@ class Segmenter:
             ts = time.perf_counter()
             prob = self.fine_probability(t, channels[(slice(None), *geometry.box_slices(box))], grid)
             paste_by_probability(labels, best, prob, box, t.label)
+            probabilities[t.key] = (box, prob)
             timings[f"fine_{t.key}"] = time.perf_counter() - ts
         timings["fine"] = time.perf_counter() - t0
-        del best, channels
+        del best
 
         # post-processing and back to the reference grid
         t0 = time.perf_counter()
@@ -363,6 +370,11 @@ class Segmenter:
         if opts.cleanup:
             labels = cleanup_labels(labels, values)
         out = labels_to_reference(labels, grid, reference)
+        assessment = quality.assess(
+            out, self.targets, probabilities, coarse_labels, self.bundle.manifest.get("volume_stats"),
+            quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), channels,
+                             array_axis(grid.GetDirection(), "LR")) if opts.quality == "full" else None,
+            (grid, reference) if opts.uncertainty else None)
         timings["postprocess"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - tick
         box_report = {
@@ -374,7 +386,7 @@ class Segmenter:
         return SegmentResult(
             labels=out, reference=reference_key, modalities=used, targets=[t.key for t in self.targets],
             boxes=box_report, timings={k: round(v, 3) for k, v in timings.items()},
-            notes=notes + self.runner.notes, device=str(self.runner.device),
+            notes=notes + self.runner.notes, device=str(self.runner.device), quality=assessment,
         )
 
 
