@@ -122,3 +122,40 @@ def test_report_flags_reads_the_cli_report():
     report = json.loads(json.dumps(_report({"falx": [{"kind": "volume", "reason": FALX_REASON}]})))
     assert review.report_flags(report)["falx"] == [{"kind": "volume", "reason": FALX_REASON}]
     assert review.report_flags({}) == {}
+
+
+def test_real_run_sets_flags_and_loads_the_uncertainty(tmp_path):
+    """The real command line in a child process (tiny random bundle whose manifest claims training volumes
+    no result can match): every produced segment comes back flagged, with reasons, and the uncertainty
+    volume lies on the reference volume's grid."""
+    import importlib.util
+    from pathlib import Path
+
+    from brainbarriers.bundles import load_bundle, write_bundle
+    from safetensors.torch import load_file
+    from SlicerBrainBarriersLib.logic import SegmentParameters
+
+    spec = importlib.util.spec_from_file_location("tiny_bundle_for_review", Path(__file__).parents[1] / "pipeline" / "tiny_bundle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = load_bundle(module.write_tiny_bundle(tmp_path / "tiny", structures=["cerebellum", "ventricles"]))
+    manifest = {k: v for k, v in source.manifest.items() if k != "files"}
+    manifest["volume_stats"] = {lab.key: {"cases": 3, "min_ml": 1e-6, "max_ml": 2e-6} for lab in OUTPUT_LABELS}
+    states = {f["path"]: load_file(str(source.path / f["path"])) for f in source.manifest["files"]
+              if f["path"].endswith(".safetensors")}
+    bundle = write_bundle(tmp_path / "flagged", manifest, states)
+
+    scene, _, _, (ct, t1, t2) = scene_with_study(tmp_path)
+    params = SegmentParameters(inputs={"ct": ct, "t1": t1, "t2": t2}, model=str(bundle), device="cpu",
+                               structures=["cerebellum", "ventricles"], uncertainty=True)
+    summary = BrainBarriersLogic(scene).segment(params, timeout=240)
+    produced = [output_label(k).segment_id for k in ("cerebellum", "ventricles")]
+    assert summary.flagged == produced
+    for segment_id in produced:
+        segment = summary.node.GetSegmentation().GetSegment(segment_id)
+        assert Logic.GetSegmentStatus(segment) == Logic.Flagged
+        assert {f["kind"] for f in review.segment_flags(segment)} & {"volume", "missing"}
+    u = summary.uncertainty
+    assert u is not None and u.GetScene() is scene
+    assert u.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
+    assert np.allclose(scene_io.ijk_to_ras(u).GetElement(0, 3), scene_io.ijk_to_ras(ct).GetElement(0, 3), atol=1e-3)
