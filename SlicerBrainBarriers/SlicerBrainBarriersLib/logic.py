@@ -216,6 +216,13 @@ class BrainBarriersLogic:
                     ids[lab.key] = segment_id
         summary.flagged = review.apply_flags(summary.node, review.report_flags(report), ids)
 
+    def save_case_for_training(self, segmentation_node, inputs: dict, out_dir: str | Path, case: str | None = None,
+                               overwrite: bool = False):
+        """Inputs and the (edited) segmentation into a site data folder for fine-tuning (see site_data)."""
+        from .site_data import save_case_for_training
+
+        return save_case_for_training(segmentation_node, inputs, out_dir, case, overwrite)
+
     def segment(
         self,
         params: SegmentParameters,

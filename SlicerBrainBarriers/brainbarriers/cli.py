@@ -63,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(batch)
     batch.set_defaults(func=cmd_batch)
 
+    col = sub.add_parser("collect", help="save a reviewed case into a site data folder for fine-tuning (training layout)")
+    col.add_argument("--seg", required=True, help="the reviewed segmentation (.seg.nrrd)")
+    col.add_argument("--ct", help="CT of the case")
+    col.add_argument("--t1", help="contrast T1 of the case")
+    col.add_argument("--t2", help="T2 (FLAIR) of the case")
+    col.add_argument("--out", required=True, help="site data folder (NNN/NNN_ct.mha ... NNN_labelmap_task1.mha)")
+    col.add_argument("--case", help="case id (default: the next free three-digit id)")
+    col.add_argument("--report", help="the run's report JSON (default: <result>_report.json beside --seg)")
+    col.add_argument("--model-id", help="model that made the first contours (default: from the report)")
+    col.add_argument("--model-version")
+    col.add_argument("--model-sha256")
+    col.add_argument("--overwrite", action="store_true", help="replace an existing case")
+    col.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    col.set_defaults(func=cmd_collect)
+
     models = sub.add_parser("models", help="list, download, import, verify or locate model bundles")
     msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     ls = msub.add_parser("list", help="models in the index and installed ones")
@@ -173,6 +188,23 @@ def cmd_batch(args, progress) -> int:
     if args.progress != "json":
         print(table)
     return 1 if failed else 0
+
+
+def cmd_collect(args, progress) -> int:
+    from .collect import collect_case, model_from_report
+    from .structures import MODALITIES
+
+    inputs = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    if args.report and not Path(args.report).is_file():
+        raise InputError(f"report {args.report}: file not found")
+    model = model_from_report(args.report) if args.report else {}
+    given = {"id": args.model_id, "version": args.model_version, "sha256": args.model_sha256}
+    model.update({k: v for k, v in given.items() if v})
+    result = collect_case(args.seg, inputs, args.out, args.case, model or None, overwrite=args.overwrite)
+    p = result.provenance
+    edited = ", ".join(p["edited"]) or "none"
+    print(f"saved case {p['case']} in {result.folder} (model {p['model']['id']}@{p['model']['version']}; edited: {edited})")
+    return 0
 
 
 # --- models ------------------------------------------------------------------------------------------
