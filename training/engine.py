@@ -189,8 +189,10 @@ def _trim_log(path: Path, global_step: int) -> None:
 
 def train(config: dict, stage_cfg: dict, cache: Path, entries: list[dict], out_dir: Path,
           target: FineTarget | None = None, boxes: dict | None = None, spacing=None,
-          milestones: list[int] | None = None, resume: bool = True) -> dict:
+          milestones: list[int] | None = None, resume: bool = True, init_weights: dict | None = None) -> dict:
     """Train one network (coarse when ``target`` is None) on ``entries``; returns a summary dict.
+
+    ``init_weights``: a state dict to start from (fine-tuning) instead of a random initialisation.
 
     Writes into ``out_dir``: checkpoint.pt (resumable), log.csv, tb/ (TensorBoard), network.json,
     final.safetensors and ``epoch_NNNN.safetensors`` at the given milestone epochs.
@@ -218,7 +220,10 @@ def train(config: dict, stage_cfg: dict, cache: Path, entries: list[dict], out_d
     direction = tuple(entries[0].get("direction") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     spec = network_spec(config, target, direction)
     torch.manual_seed(seed)
-    model = build_network(spec).to(device)
+    model = build_network(spec)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model = model.to(device)
     multiple = tuple(model.required_multiple)
     loss_fn = make_loss(stage_cfg, target)
     optimizer = make_optimizer(model, stage_cfg["optimizer"])
