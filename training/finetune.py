@@ -137,6 +137,27 @@ def _cases_of(data: Path, ids: list[str]):
             for c in ids]
 
 
+def evaluate_model(bundle, cases, device="auto", progress=False) -> list[dict]:
+    """TEMPORARY until main's evaluate_model is merged: Dice per case and output label through the pipeline."""
+    import SimpleITK as sitk
+    from brainbarriers.io import read_image
+    from brainbarriers.pipeline import Segmenter
+    from brainbarriers.structures import OUTPUT_LABELS
+
+    from .metrics import dice
+
+    seg = Segmenter(bundle, device)
+    rows = []
+    for case, inputs, label in cases:
+        result = seg.run({m: read_image(p, m) for m, p in inputs.items()})
+        pred = sitk.GetArrayFromImage(sitk.Resample(result.labels, sitk.ReadImage(str(label)), sitk.Transform(),
+                                                    sitk.sitkNearestNeighbor, 0))
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
+        rows += [{"case": case, "structure": lab.key, "dice": dice(pred == lab.value, gt == lab.value)}
+                 for lab in OUTPUT_LABELS]
+    return rows
+
+
 def mean_dice(rows: list[dict], structures: set[str]) -> float:
     """Mean Dice over the held-out cases and the structures the model segments."""
     values = [r["dice"] for r in rows if r["structure"] in structures and not np.isnan(r["dice"])]
@@ -151,7 +172,6 @@ def finetune(parent_ref: str | Path, data: Path, out: Path, recipe: dict, workdi
     from safetensors.torch import load_file
 
     from .engine import FINAL, load_weights, train
-    from .evaluate import evaluate_model
     from .export import training_volume_stats
     from .prepare import prepare
 
