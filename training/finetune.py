@@ -23,11 +23,6 @@ from pathlib import Path
 import numpy as np
 from brainbarriers.structures import fine_target
 
-#: Defaults of the recipe's ``finetune`` section (a recipe names only what it changes).
-DEFAULTS = {"epochs": 2, "iterations_per_epoch": 50, "lr_factor": 0.1, "holdout_fraction": 0.25, "min_gain": 0.0,
-            "seed": 0}
-
-
 class FinetuneRefused(Exception):
     """The fine-tuned networks are worse than the parent on the held-out site cases (nothing exported)."""
 
@@ -42,7 +37,8 @@ class FinetuneResult:
 
 
 def finetune_settings(config: dict) -> dict:
-    return {**DEFAULTS, **(config.get("finetune") or {})}
+    """The recipe's ``finetune`` section (paper.json holds every key; recipes change some)."""
+    return dict(config["finetune"])
 
 
 def holdout_split(cases: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
