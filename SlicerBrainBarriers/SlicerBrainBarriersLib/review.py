@@ -72,6 +72,14 @@ def flag_tooltip(segment) -> str:
     return "\n".join(f["reason"] for f in segment_flags(segment))
 
 
+def flag_messages(segmentation_node, segment_ids: list[str] | None = None) -> list[str]:
+    """Log lines "<segment name>: <reason>" for the given flagged segments (default: every flagged one)."""
+    segmentation = segmentation_node.GetSegmentation()
+    ids = segment_ids if segment_ids is not None else [s for s, _ in flagged_segments(segmentation_node)]
+    return [f"{segmentation.GetSegment(s).GetName()}: {f['reason']}" for s in ids
+            for f in segment_flags(segmentation.GetSegment(s))]
+
+
 def flagged_segments(segmentation_node) -> list[tuple[str, list[dict]]]:
     """(segment ID, flags) of every segment whose status is "flagged", in the segment list's order.
 

@@ -48,6 +48,8 @@ def test_flags_become_the_segment_status(tmp_path):
     assert [f["kind"] for f in review.segment_flags(segmentation.GetSegment(output_label("ventricles").segment_id))] == [
         "components", "confidence"]
     assert [s for s, _ in review.flagged_segments(node)] == flagged
+    assert review.flag_messages(node) == [f"Falx cerebri: {FALX_REASON}", "Ventricles: Ventricles is in 3 separate pieces",
+                                          "Ventricles: Ventricles: low confidence"]
 
     # the status and reasons survive a save and reload of the .seg.nrrd
     path = tmp_path / "saved.seg.nrrd"
