@@ -1,13 +1,16 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -> environment + segment the bundled sample case into demo-output/
 #   make test   -> environment + the default test suite (< 15 min on 2 cores)
+#   make check-wheel -> build the sdist + wheel, install the wheel in a fresh venv, segment the sample
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := Resources/SampleData
 export QT_QPA_PLATFORM ?= offscreen
+# the venv's tools first (as if activated): the pinned cmake the CMake tests run
+export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env demo test test-slow lint bench
+.PHONY: env demo test test-slow lint bench check-wheel
 
 $(BIN)/.installed: requirements-dev.txt pyproject.toml
 	bash scripts/install_system_libs.sh
@@ -27,6 +30,10 @@ test: env
 
 test-slow: env
 	$(BIN)/python -m pytest -q -m slow
+
+# The sdist and wheel as users install them, used from a fresh environment outside the checkout.
+check-wheel: env
+	bash scripts/check_wheel.sh
 
 lint: env
 	$(BIN)/ruff check .

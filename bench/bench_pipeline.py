@@ -57,26 +57,19 @@ def make_case(folder: Path) -> dict[str, Path]:
 
 def write_paper_bundle(folder: Path, coarse_spacing: float, max_crop: int) -> Path:
     import torch
-    from brainbarriers.bundles import write_bundle
+    from brainbarriers.bundles import build_manifest, coarse_network, fine_network, write_bundle
     from brainbarriers.networks import build
-    from brainbarriers.structures import COARSE_CHANNELS, FINE_TARGETS
+    from brainbarriers.structures import FINE_TARGETS
 
     torch.manual_seed(0)
-    fine, states = {}, {}
-    for t in FINE_TARGETS:
-        options = {"inter_slice_axis": {"LR": 2, "AP": 1, "IS": 0}[t.slice_axis]} if t.variant == "s" else {}
-        fine[t.key] = {"architecture": f"hmrnet-{t.variant}", "in_channels": 3, "out_channels": 2, "options": options,
-                       "file": f"fine_{t.key}.safetensors", "slice_axis": t.slice_axis, "margin": t.margin,
-                       "max_crop": [max_crop] * 3}
-        states[fine[t.key]["file"]] = build(fine[t.key]["architecture"], 3, 2, **options).state_dict()
-    states["coarse.safetensors"] = build("coarse-unet", 3, COARSE_CHANNELS).state_dict()
-    manifest = {
-        "id": "bench-paper-size", "version": "0.0.0", "licence": "none (random weights)",
-        "structures": [t.key for t in FINE_TARGETS], "inputs": {"modalities": ["ct", "t1", "t2"]},
-        "spacing": [SPACING] * 3, "normalisation": {"ct": {"clip": [-100, 200]}, "t1": {}, "t2": {}},
-        "networks": {"coarse": {"architecture": "coarse-unet", "in_channels": 3, "out_channels": COARSE_CHANNELS,
-                                "file": "coarse.safetensors", "spacing": [coarse_spacing] * 3}, "fine": fine},
-    }
+    coarse = coarse_network()
+    fine = {t.key: fine_network(t, max_crop=[max_crop] * 3) for t in FINE_TARGETS}
+    states = {"coarse.safetensors": build(coarse["architecture"], 3, coarse["out_channels"]).state_dict()}
+    for key, spec in fine.items():
+        states[f"fine_{key}.safetensors"] = build(spec["architecture"], 3, 2, **spec["options"]).state_dict()
+    manifest = build_manifest(model_id="bench-paper-size", version="0.0.0", licence="none (random weights)",
+                              coarse=coarse, fine=fine, spacing=[SPACING] * 3, coarse_spacing=[coarse_spacing] * 3,
+                              normalisation={"ct": {"clip": [-100, 200]}, "t1": {}, "t2": {}})
     return write_bundle(folder / "bundle", manifest, states)
 
 

@@ -13,9 +13,9 @@ import argparse
 import time
 
 import torch
-from brainbarriers.losses import DeepSupervisionLoss, FNDiceCELoss
 from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
+from brainbarriers_training.losses import DeepSupervisionLoss, FNDiceCELoss
 from safetensors.torch import save_file
 
 

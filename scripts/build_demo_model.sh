@@ -19,31 +19,32 @@ $PY scripts/build_demo_labels.py --work "$WORK" --data "$DATA" --heldout "$HELDO
 # 3. training (training/configs/demo.json): coarse and fine side by side, one thread each.
 #    Cerebellum and ventricles start with the first, shorter fine schedule (4 x 12 steps), the
 #    thin targets with the config's 10 x 15 steps.
-$PY -m training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache"
-$PY -m training train-coarse --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run_coarse" &
+$PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache"
+$PY -m brainbarriers_training train-coarse --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run_coarse" &
 coarse=$!
-$PY -m training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
+$PY -m brainbarriers_training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
     --structure cerebellum ventricles --set fine.epochs=4 --set fine.iterations_per_epoch=12
-$PY -m training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
+$PY -m brainbarriers_training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
     --structure falx sagittal_sinus transverse_sinus tentorium
 # then longer schedules for three of them, resumed from their checkpoints (the poly schedule is
 # lengthened); longer falx and sinus runs gave nothing on the held-out cases and were not kept
-$PY -m training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
+$PY -m brainbarriers_training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
     --structure ventricles --set fine.epochs=14 --set fine.iterations_per_epoch=12
-$PY -m training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
+$PY -m brainbarriers_training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
     --structure cerebellum --set fine.epochs=12 --set fine.iterations_per_epoch=12
-$PY -m training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
+$PY -m brainbarriers_training train-fine --config demo --threads 1 --cache "$WORK/cache" --workdir "$WORK/run" \
     --structure tentorium --set fine.epochs=14
 wait $coarse
 rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 # post-hoc per-class logit adjustment of the coarse output head (boxes only; see the script)
 $PY scripts/demo_calibrate_coarse.py "$WORK/run" "$WORK/cache"
 
-# 4. export the bundle (manifest + safetensors + SHA-256, model card and licence beside them);
+# 4. export the bundle from the recipe saved in the run (manifest + safetensors + SHA-256, model
+#    card and licence beside them);
 #    the model card and licence texts are kept in the bundle folder and carried over
 cp "$BUNDLE/MODEL_CARD.md" "$BUNDLE/LICENSE" "$WORK/"
 rm -rf "$BUNDLE.new"
-$PY -m training export --config demo --workdir "$WORK/run" --out "$BUNDLE.new" \
+$PY -m brainbarriers_training export --workdir "$WORK/run" --out "$BUNDLE.new" \
     --model-card "$WORK/MODEL_CARD.md" --licence-file "$WORK/LICENSE"
 rm -rf "$BUNDLE" && mv "$BUNDLE.new" "$BUNDLE"
 
@@ -52,4 +53,4 @@ for c in 101 102; do
     $PY -m brainbarriers segment --t1 "$HELDOUT/$c/${c}_t1.mha" --case $c --output "$WORK/heldout_pred" \
         --overwrite --progress none
 done
-$PY -m training evaluate --predictions "$WORK/heldout_pred" --data "$HELDOUT" --out "$WORK/heldout_eval"
+$PY -m brainbarriers_training evaluate --predictions "$WORK/heldout_pred" --data "$HELDOUT" --out "$WORK/heldout_eval"

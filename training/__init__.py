@@ -1,1 +1,1 @@
-"""Training, cross-validation, evaluation and export for SlicerBrainBarriers (python -m training)."""
+"""Training, cross-validation, evaluation and export for SlicerBrainBarriers (python -m brainbarriers_training)."""

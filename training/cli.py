@@ -1,4 +1,4 @@
-"""Command line: ``python -m training <command>`` (see ``--help`` of each command)."""
+"""Command line: ``python -m brainbarriers_training <command>`` (see ``--help`` of each command)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from brainbarriers.errors import BrainBarriersError
+
+from .config import ConfigError, load_recipe, save_recipe
 from .finetune import FinetuneRefused
 
 
@@ -31,7 +33,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m brainbarriers_training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phantom", help="generate synthetic head phantoms in the ABCs layout")
@@ -61,19 +63,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
 
-    p = sub.add_parser("evaluate", help="Dice, ASSD, HD95, surface Dice per case and structure")
-    _config_args(p)
-    p.add_argument("--cache", type=Path, help="prepared data to segment with --workdir's networks")
-    p.add_argument("--workdir", type=Path)
+    p = sub.add_parser("evaluate", help="segment labelled cases with a model bundle (the shipped pipeline) and score "
+                                        "them: Dice, ASSD, HD95, surface Dice per case and structure")
+    p.add_argument("--model", help="model id (ID or ID@VERSION) or bundle folder/zip, e.g. the output of `export`")
+    p.add_argument("--data", type=Path, required=True, help="labelled data set: ABCs-layout folder, flat folder or CSV")
     _cases_args(p)
-    p.add_argument("--gt-boxes", action="store_true", help="use ground-truth boxes instead of the coarse network")
-    p.add_argument("--predictions", type=Path, help="folder of predicted label maps (<case>*.mha/.nii.gz/.nrrd)")
-    p.add_argument("--data", type=Path, help="data set with the ground truth for --predictions")
+    p.add_argument("--predictions", type=Path, help="score a folder of predicted label maps (<case>*.nii.gz/.mha/.nrrd) "
+                                                    "instead of segmenting")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.csv and summary.txt")
 
-    p = sub.add_parser("export", help="write the model bundle (manifest + safetensors + SHA-256)")
-    _config_args(p)
+    p = sub.add_parser("smoke", help="the smoke gate: train the smoke recipe on phantoms, score held-out phantoms "
+                                     "through the exported bundle; exit 1 when a structure misses its threshold")
+    p.add_argument("--out", required=True, type=Path, help="work folder (phantoms, cache, run, bundle)")
+    p.add_argument("--seed", type=int, default=None, help="recipe seed (default: the smoke recipe's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and facts as JSON")
+
+    p = sub.add_parser("export", help="write the model bundle (manifest + safetensors + SHA-256) from the "
+                       "recipe saved with the run")
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--licence-file", type=Path, default=None)
@@ -81,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None,
                    help="prepared training data: store its per-structure volume statistics (quality flags)")
     _cases_args(p)
+
+    p = sub.add_parser("recipe", help="print the complete, validated recipe (defaults + file + --set)")
+    _config_args(p)
+
     p = sub.add_parser("finetune", help="fine-tune a bundle on a site's corrected cases; export only if it helps")
     _config_args(p)
     p.add_argument("--from", dest="parent", required=True, help="parent model: installed id, id@version or bundle folder")
@@ -93,13 +108,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> dict:
-    config = load_config(args.config, args.set)
+    """The validated recipe of the command line as the plain dict the stage code reads."""
+    overrides = list(args.set)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
-        config["train"]["threads"] = args.threads
-    return config
+        overrides.append(f"train.threads={args.threads}")
+    return load_recipe(args.config, overrides).to_dict()
 
 
 def _structures(names: list[str]):
@@ -123,6 +139,41 @@ def _prediction_pairs(pred_dir: Path, data: Path):
     return pairs
 
 
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_files, evaluate_model, labelled_cases, write_results
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.predictions:
+        rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance)
+    elif args.model:
+        rows = evaluate_model(args.model, labelled_cases(args.data, args.cases), args.device, args.tolerance)
+    else:
+        raise ValueError("evaluate needs --model (a bundle to run) or --predictions (label maps to score)")
+    print(write_results(rows, args.out))
+    return 0
+
+
+def _smoke(args) -> int:
+    import torch
+
+    from .smoke import failures, report, run_smoke
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, facts = run_smoke(args.out, args.seed, args.set)
+    print(report(rows, facts))
+    problems = failures(rows) + [f"{k}: collapsed in training ({c})" for k, c in facts["fine_checks"].items()
+                                 if c and not c["ok"]]
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "facts": facts, "failures": problems}, indent=1))
+    for line in problems:
+        print(f"gate: {line}")
+    return 1 if problems else 0
+
+
 def run(args) -> int:
     if args.command == "phantom":
         from .phantom import SMALL_SIZE, SMALL_SPACING, generate_dataset
@@ -131,7 +182,25 @@ def run(args) -> int:
                                args.spacing or SMALL_SPACING, args.first_id)
         print(f"wrote {len(ids)} phantom cases to {args.out}")
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "smoke":
+        return _smoke(args)
+    if args.command == "export":
+        from .export import export_bundle
+
+        extra = {}
+        if args.licence_file:
+            extra["LICENSE"] = args.licence_file
+        if args.model_card:
+            extra["MODEL_CARD.md"] = args.model_card
+        path = export_bundle(args.workdir, args.out, extra or None, args.cache, args.cases)
+        print(f"wrote bundle {path}")
+        return 0
     config = _load(args)
+    if args.command == "recipe":
+        print(json.dumps(config, indent=1))
+        return 0
     if args.command == "prepare":
         from .prepare import prepare
 
@@ -143,8 +212,11 @@ def run(args) -> int:
             print(f"problem case {prob['case']}: {prob['problem']}")
         return 0 if index["cases"] else 1
     if args.command in ("train-coarse", "train-fine", "train"):
+        from .engine import dist_info
         from .stages import train_coarse, train_fine
 
+        if dist_info()[0] == 0:
+            save_recipe(config, args.workdir)  # the run's recipe, read back by `export`
         if args.command in ("train-coarse", "train"):
             train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
         if args.command in ("train-fine", "train"):
@@ -157,34 +229,6 @@ def run(args) -> int:
         table = cross_validate(config, args.cache, args.workdir, args.folds, args.cases, resume=not args.no_resume,
                                targets=_structures(args.structure))
         print(table)
-        return 0
-    if args.command == "evaluate":
-        from .evaluate import evaluate_cached, evaluate_files, write_results
-
-        if args.predictions:
-            if not args.data:
-                raise ValueError("--predictions needs --data (the ground truth)")
-            rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance)
-        elif args.cache and args.workdir:
-            rows = evaluate_cached(args.cache, args.workdir, args.cases, args.gt_boxes, args.tolerance,
-                                   progress=config["train"].get("progress", True))
-        else:
-            raise ValueError("evaluate needs --cache and --workdir, or --predictions and --data")
-        print(write_results(rows, args.out))
-        return 0
-    if args.command == "export":
-        from .export import export_bundle
-
-        cfg_file = args.workdir / "coarse" / "config.json"
-        if args.config == "paper" and not args.set and cfg_file.is_file():
-            config = json.loads(cfg_file.read_text())  # the recipe the networks were trained with
-        extra = {}
-        if args.licence_file:
-            extra["LICENSE"] = args.licence_file
-        if args.model_card:
-            extra["MODEL_CARD.md"] = args.model_card
-        path = export_bundle(config, args.workdir, args.out, extra or None, args.cache, args.cases)
-        print(f"wrote bundle {path}")
         return 0
     if args.command == "finetune":
         from .finetune import finetune
@@ -200,10 +244,12 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):  # tables print "±": never crash on an ASCII-only terminal
+        sys.stdout.reconfigure(errors="replace")
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (ConfigError, BrainBarriersError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -1,46 +1,38 @@
-"""Training configuration: JSON files in training/configs/, merged over the paper's defaults.
+"""Loading, overriding and saving training recipes (the typed recipe itself: ``training.recipe``).
 
-A config file names only what it changes; ``load_config`` deep-merges it over ``paper.json``
-(the paper's recipe) so every recipe has every key. ``--set a.b=value`` overrides single keys
-from the command line (the value is parsed as JSON when it can be).
+A recipe file in training/configs/ names only what it changes from the defaults (the paper's
+recipe, defined once in ``training.recipe``). ``--set a.b=value`` overrides single keys from the
+command line (the value is parsed as JSON when it can be); overrides are validated like the file.
+The recipe a run used is saved as ``recipe.json`` in its folders and read back by ``export``.
 """
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
+
+from .recipe import ConfigError, Recipe, check_modalities, deep_merge
+
+__all__ = ["CONFIG_DIR", "RECIPE_FILE", "ConfigError", "Recipe", "as_recipe", "deep_merge", "load_config",
+           "load_recipe", "parse_override", "read_recipe", "resolve_config_path", "save_recipe", "stage_config"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid (reported as a one-line error)."""
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    """A copy of ``base`` with ``update`` merged in (dicts merge recursively, other values replace)."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+RECIPE_FILE = "recipe.json"
 
 
 def _read(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a JSON object")
+        raise ConfigError(f"recipe {path} must be a JSON object")
     return data
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
+def resolve_config_path(name_or_path: Union[str, Path]) -> Path:
     p = Path(name_or_path)
     if p.is_file():
         return p
@@ -72,18 +64,52 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(name_or_path: str | Path = "paper", overrides: list[str] | None = None) -> dict:
-    """Load a recipe merged over paper.json, then apply ``key=value`` overrides."""
-    base = _read(CONFIG_DIR / "paper.json")
+def as_recipe(config: Union[Recipe, dict], source: str = "recipe") -> Recipe:
+    """``config`` as a validated Recipe (a dict is checked key by key and completed with defaults)."""
+    if isinstance(config, Recipe):
+        return config
+    recipe = Recipe.from_dict({k: v for k, v in config.items() if k != "_source"}, source)
+    check_modalities(recipe, source)
+    return recipe
+
+
+def load_recipe(name_or_path: Union[str, Path] = "paper", overrides: list[str] | None = None) -> Recipe:
+    """The recipe ``name_or_path`` (a name in training/configs or a JSON file) over the defaults,
+    then ``key=value`` overrides; every key and value is validated (``ConfigError`` otherwise)."""
     path = resolve_config_path(name_or_path)
-    config = base if path.resolve() == (CONFIG_DIR / "paper.json").resolve() else deep_merge(base, _read(path))
+    data = _read(path)
+    as_recipe(data, str(path))  # the file alone, so its errors name the file
     for text in overrides or []:
         key, value = parse_override(text)
-        set_key(config, key, value)
-    config["_source"] = str(path)
-    return config
+        set_key(data, key, value)
+        as_recipe(data, f"--set {text}")
+    return as_recipe(data, str(path))
 
 
-def stage_config(config: dict, stage: str) -> dict:
+def load_config(name_or_path: Union[str, Path] = "paper", overrides: list[str] | None = None) -> dict:
+    """``load_recipe`` as a complete plain dict (the validated dict view the stage code reads)."""
+    return load_recipe(name_or_path, overrides).to_dict()
+
+
+def stage_config(config: Union[Recipe, dict], stage: str) -> dict:
     """The settings of one stage ("coarse" or "fine"): shared ``train`` settings merged with the stage's."""
-    return deep_merge(config["train"], config.get(stage, {}))
+    return as_recipe(config).stage_dict(stage)
+
+
+def save_recipe(config: Union[Recipe, dict], folder: Path) -> Path:
+    """Write the complete recipe into ``folder/recipe.json`` (atomically) and return the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RECIPE_FILE
+    tmp = path.with_name(f"{RECIPE_FILE}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(as_recipe(config).to_dict(), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_recipe(folder: Path) -> Recipe:
+    """The recipe saved in ``folder/recipe.json`` (validated)."""
+    path = Path(folder) / RECIPE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RECIPE_FILE} in {folder} (was it trained with this version?)")
+    return as_recipe(_read(path), str(path))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from brainbarriers.structures import FINE_TARGETS, FineTarget
 
-from .evaluate import evaluate_cached, write_results
+from .evaluate import evaluate_model, indexed_cases, write_results
+from .export import export_bundle
 from .prepare import load_index
 from .stages import select_entries, train_coarse, train_fine
 
@@ -23,8 +24,9 @@ def make_folds(cases: list[str], folds: int, seed: int) -> list[list[str]]:
 
 def cross_validate(config: dict, cache: Path, workdir: Path, folds: int = 5, cases: list[str] | None = None,
                    resume: bool = True, targets: tuple[FineTarget, ...] = FINE_TARGETS) -> str:
-    """Train and evaluate every fold in workdir/fold_k; returns the pooled summary table
-    (also in workdir/evaluation: metrics.csv with the fold per row, summary.txt)."""
+    """Train, export and evaluate every fold in workdir/fold_k; returns the pooled summary table
+    (also in workdir/evaluation: metrics.csv with the fold per row, summary.txt). Each fold is scored
+    through the shipped pipeline on its exported bundle (workdir/fold_k/bundle)."""
     index = load_index(cache)
     ids = [e["case"] for e in select_entries(index, cases)]
     splits = make_folds(ids, folds, int(config.get("seed", 0)))
@@ -37,7 +39,8 @@ def cross_validate(config: dict, cache: Path, workdir: Path, folds: int = 5, cas
         train_ids = [c for c in ids if c not in held_out]
         train_coarse(config, cache, fold_dir, train_ids, resume)
         train_fine(config, cache, fold_dir, targets, cases=train_ids, resume=resume)
-        fold_rows = evaluate_cached(cache, fold_dir, held_out, progress=False)
+        bundle = export_bundle(fold_dir, fold_dir / "bundle")
+        fold_rows = evaluate_model(bundle, indexed_cases(index, held_out), progress=False)
         write_results(fold_rows, fold_dir / "evaluation")
         rows += [{**r, "fold": k} for r in fold_rows]
     return write_results(rows, workdir / "evaluation")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torchio as tio
 from brainbarriers import geometry
+from brainbarriers.geometry import Box
 from brainbarriers.preprocessing import array_axis
 from brainbarriers.structures import FineTarget
 from torch.utils.data import Dataset
@@ -21,72 +22,59 @@ from .prepare import load_case
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
+#: A predicted box is used for a fine crop only when it covers at least this fraction of the true box.
+MIN_BOX_COVERAGE = 0.5
+
+
+def box_coverage(box: Box, truth: Box) -> float:
+    """Fraction of the voxels of box ``truth`` that lie inside ``box``."""
+    inter = np.prod([max(0, min(h, th) - max(lo, tl)) for lo, h, tl, th in zip(box[0], box[1], truth[0], truth[1])])
+    whole = np.prod([max(0, th - tl) for tl, th in zip(*truth)])
+    return float(inter / whole) if whole else 0.0
+
+
+def as_box(value) -> Box | None:
+    """A box read from JSON ([[k0, j0, i0], [k1, j1, i1]]) as ``geometry.Box`` (None stays None)."""
+    return None if value is None else (tuple(int(v) for v in value[0]), tuple(int(v) for v in value[1]))
+
+
 def sample_seed(base: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(base), int(epoch), int(index)]).generate_state(1)[0])
 
 
-def expand_box(box: list[int], margin: int, shape: tuple[int, ...]) -> list[int]:
-    """Box [lo..., hi...] grown by ``margin`` voxels and clipped to ``shape`` (``geometry.expand_box``)."""
-    lo, hi = geometry.expand_box((tuple(box[:3]), tuple(box[3:])), margin, shape)
-    return [*lo, *hi]
-
-
-def limit_box(box: list[int], max_size: list[int] | None, rng: np.random.Generator | None) -> list[int]:
+def limit_box(box: Box, max_size, rng: np.random.Generator | None) -> Box:
     """Shrink a box to at most ``max_size`` per axis: a random window in training, centred otherwise."""
     if not max_size:
         return box
-    n = len(box) // 2
-    out = list(box)
-    for a in range(n):
-        size = box[n + a] - box[a]
-        if size > max_size[a]:
-            slack = size - max_size[a]
-            off = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-            out[a] = box[a] + off
-            out[n + a] = out[a] + max_size[a]
-    return out
+    lo, hi = list(box[0]), list(box[1])
+    for a in range(3):
+        slack = hi[a] - lo[a] - int(max_size[a])
+        if slack > 0:
+            lo[a] += int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+            hi[a] = lo[a] + int(max_size[a])
+    return tuple(lo), tuple(hi)  # type: ignore[return-value]
 
 
-def fixed_window(box: list[int], patch: list[int], rng: np.random.Generator | None) -> list[int]:
+def fixed_window(box: Box, patch, rng: np.random.Generator | None) -> Box:
     """A window of exactly ``patch`` voxels around ``box``: centred on it, shifted at random (training)
     as far as the box stays inside; a random part of the box when the box is larger. May extend
     beyond the volume (``crop_padded`` pads)."""
-    n = len(box) // 2
     lo = []
-    for a in range(n):
-        size = box[n + a] - box[a]
-        slack = int(patch[a]) - size
-        if slack >= 0:
-            off = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-            lo.append(box[a] - off)
-        else:
-            off = int(rng.integers(0, -slack + 1)) if rng is not None else (-slack) // 2
-            lo.append(box[a] + off)
-    return lo + [lo[a] + int(patch[a]) for a in range(n)]
+    for a in range(3):
+        slack = int(patch[a]) - (box[1][a] - box[0][a])
+        off = int(rng.integers(0, abs(slack) + 1)) if rng is not None else abs(slack) // 2
+        lo.append(box[0][a] - off if slack >= 0 else box[0][a] + off)
+    return tuple(lo), tuple(lo[a] + int(patch[a]) for a in range(3))  # type: ignore[return-value]
 
 
-def crop_padded(array: np.ndarray, box: list[int], value: float = 0.0) -> np.ndarray:
-    """array[..., box] over the last len(box)//2 axes, padded with ``value`` outside the array."""
-    n = len(box) // 2
-    shape = array.shape[-n:]
-    lo = [max(0, box[a]) for a in range(n)]
-    hi = [min(shape[a], box[n + a]) for a in range(n)]
-    part = array[(Ellipsis, *(slice(lo[a], hi[a]) for a in range(n)))]
-    pads = [(0, 0)] * (array.ndim - n) + [(lo[a] - box[a], box[n + a] - hi[a]) for a in range(n)]
-    return np.pad(part, pads, constant_values=value) if any(p != (0, 0) for p in pads) else part
-
-
-def box_slices(box: list[int]) -> tuple[slice, ...]:
-    n = len(box) // 2
-    return tuple(slice(box[a], box[n + a]) for a in range(n))
-
-
-def scale_box(box: list[int], ratio: float, shape: tuple[int, ...]) -> list[int]:
-    """Map a box between grids sharing an origin (voxel centres at index*spacing): ratio = coarse/fine spacing."""
-    n = len(box) // 2
-    lo = [max(0, int(np.floor((box[a] - 0.5) * ratio + 0.5))) for a in range(n)]
-    hi = [min(shape[a], int(np.ceil((box[n + a] - 0.5) * ratio + 0.5))) for a in range(n)]
-    return lo + hi
+def crop_padded(array: np.ndarray, box: Box, value: float = 0.0) -> np.ndarray:
+    """array[..., box] over the last three axes, padded with ``value`` outside the array."""
+    shape = array.shape[-3:]
+    lo = [max(0, b) for b in box[0]]
+    hi = [min(s, b) for s, b in zip(shape, box[1])]
+    inner = array[(..., *[slice(a, b) for a, b in zip(lo, hi)])]
+    pads = [(0, 0)] * (array.ndim - 3) + [(lo[a] - box[0][a], box[1][a] - hi[a]) for a in range(3)]
+    return np.pad(inner, pads, constant_values=value) if any(p for pair in pads for p in pair) else inner
 
 
 class Augmenter:
@@ -195,15 +183,17 @@ class TrainingSet(Dataset):
 
     def localisation(self, entry: dict, rng: np.random.Generator) -> list[int] | None:
         """The box the crop is built from: one coarse checkpoint's prediction drawn at random, or
-        the ground-truth box when there are none (or the drawn one missed the target)."""
+        the ground-truth box when there are none or the drawn one missed the target (covers less
+        than MIN_BOX_COVERAGE of the true box: a crop there would teach the network nothing but
+        background)."""
         assert self.target is not None
-        gt = entry["boxes"].get(self.target.key)
+        gt = as_box(entry["boxes"].get(self.target.key))
         if self.boxes:
             names = sorted(self.boxes)
-            predicted = self.boxes[names[int(rng.integers(len(names)))]].get(entry["case"], {}).get(self.target.key)
-            if predicted:
-                return list(predicted)
-        return list(gt) if gt else None
+            predicted = as_box(self.boxes[names[int(rng.integers(len(names)))]].get(entry["case"], {}).get(self.target.key))
+            if predicted and (not gt or box_coverage(predicted, gt) >= MIN_BOX_COVERAGE):
+                return predicted
+        return gt
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         seed = sample_seed(self.seed, self.epoch, index)
@@ -212,19 +202,19 @@ class TrainingSet(Dataset):
         if self.target is None:
             image, label = load_case(self.cache, entry, coarse=True)
             if self.patch:
-                box = limit_box([0, 0, 0, *label.shape], self.patch, rng)
-                image, label = image[(slice(None), *box_slices(box))], label[box_slices(box)]
+                box = limit_box(((0, 0, 0), label.shape), self.patch, rng)
+                image, label = image[(slice(None), *geometry.box_slices(box))], label[geometry.box_slices(box)]
         else:
             image, label = load_case(self.cache, entry)
             box = self.localisation(entry, rng)
             if box is None:  # target absent from this case: a random window (all background)
-                c = [int(rng.integers(0, s)) for s in label.shape]
-                box = c + [x + 1 for x in c]
+                c = tuple(int(rng.integers(0, s)) for s in label.shape)
+                box = (c, tuple(x + 1 for x in c))
             jitter = int(self.cfg.get("box_jitter", 0))
             if jitter:
                 shift = rng.integers(-jitter, jitter + 1, size=3)
-                box = [int(b + shift[a % 3]) for a, b in enumerate(box)]
-            box = expand_box(box, self.margin, label.shape)
+                box = tuple(tuple(int(b + d) for b, d in zip(corner, shift)) for corner in box)
+            box = geometry.expand_box(box, self.margin, label.shape)
             if self.patch:  # fixed-size windows: constant shapes run faster (kernel caches) and batch simply
                 box = fixed_window(box, self.patch, rng)
             else:

@@ -20,18 +20,20 @@ import os
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
+from brainbarriers.bundles.manifest import IDENTITY, coarse_network, fine_network
 from brainbarriers.networks import build
-from brainbarriers.preprocessing import array_axis
-from brainbarriers.structures import COARSE_CHANNELS, MODALITIES, FineTarget
+from brainbarriers.structures import FineTarget
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .config import Recipe, as_recipe, save_recipe
 from .data import PadCollate, TrainingSet
+from .losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.safetensors"
@@ -39,26 +41,24 @@ SPEC = "network.json"
 
 
 # ---------------------------------------------------------------- networks and losses
-def network_spec(config: dict, target: FineTarget | None, direction=None) -> dict:
+def network_spec(config: Recipe | dict, target: FineTarget | None, direction=None) -> dict:
     """Architecture, channels and options of the coarse network (target None) or a fine network.
 
     For HMRNet-s the inter-slice axis is the array axis of the target's slice direction on the
     training grid (``preprocessing.array_axis``; the prepared grid has the identity direction).
     """
-    direction = direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    recipe = as_recipe(config)
     if target is None:
-        c = config["coarse"]
-        return {"architecture": c["architecture"], "in_channels": len(MODALITIES), "out_channels": COARSE_CHANNELS,
-                "options": dict(c.get("options", {}))}
-    net = config["fine"]["networks"][target.variant]
-    options = dict(net.get("options", {}))
-    if target.variant == "s" and target.slice_axis is not None:
-        options["inter_slice_axis"] = array_axis(direction, target.slice_axis)
-    margin = config["fine"].get("margin", "table")
-    return {"architecture": net["architecture"], "in_channels": len(MODALITIES), "out_channels": 2,
-            "options": options, "target": target.key, "slice_axis": target.slice_axis,
-            "margin": target.margin if margin == "table" else int(margin),
-            "max_crop": list(config["fine"].get("max_crop") or [128, 128, 128])}
+        return coarse_network(recipe.coarse.options, recipe.coarse.architecture)
+    net = recipe.fine.networks[target.variant]
+    margin = None if recipe.fine.margin == "table" else int(recipe.fine.margin)
+    patch = recipe.fine.patch_size
+    if isinstance(patch, dict):
+        patch = patch.get(target.key, patch.get("default"))
+    # trained on fixed windows: inference must see windows of the same size (instance-norm statistics)
+    return fine_network(target, net.options, net.architecture, margin, recipe.fine.max_crop,
+                        direction=direction or IDENTITY, slice_axis=recipe.fine.slice_axes.get(target.key),
+                        window=patch)
 
 
 def build_network(spec: dict) -> torch.nn.Module:
@@ -187,7 +187,51 @@ def _trim_log(path: Path, global_step: int) -> None:
         csv.writer(fh).writerows(keep)
 
 
-def train(config: dict, stage_cfg: dict, cache: Path, entries: list[dict], out_dir: Path,
+@dataclass
+class _Run:
+    """Everything one training run holds between its stages."""
+
+    out_dir: Path
+    stage_cfg: dict
+    rank: int
+    world: int
+    device: torch.device
+    seed: int
+    epochs: int
+    iterations: int
+    batch: int
+    spec: dict
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    milestones: list[int]
+    start_epoch: int = 0
+    start_step: int = 0
+    global_step: int = 0
+    dataset: TrainingSet | None = None
+    sampler: DistributedSampler | None = None
+    collate: PadCollate | None = None
+    writer: object = None
+    t0: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+    last_lr: float = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.csv"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+
+def train(config: Recipe | dict, stage_cfg: dict, cache: Path, entries: list[dict], out_dir: Path,
           target: FineTarget | None = None, boxes: dict | None = None, spacing=None,
           milestones: list[int] | None = None, resume: bool = True, init_weights: dict | None = None) -> dict:
     """Train one network (coarse when ``target`` is None) on ``entries``; returns a summary dict.
@@ -195,149 +239,189 @@ def train(config: dict, stage_cfg: dict, cache: Path, entries: list[dict], out_d
     ``init_weights``: a state dict to start from (fine-tuning) instead of a random initialisation.
 
     Writes into ``out_dir``: checkpoint.pt (resumable), log.csv, tb/ (TensorBoard), network.json,
-    final.safetensors and ``epoch_NNNN.safetensors`` at the given milestone epochs.
+    recipe.json (the complete recipe), final.safetensors and ``epoch_NNNN.safetensors`` at the
+    given milestone epochs.
     """
-    from tqdm import tqdm
+    recipe = as_recipe(config)
+    run = _build(recipe, stage_cfg, entries, Path(out_dir), target, milestones, init_weights)
+    if resume and run.checkpoint_path.is_file():
+        _resume(run)
+    _attach_data(run, cache, entries, target, spacing, boxes)
+    _open_outputs(run, recipe)
+    run.t0 = time.time()
+    for epoch in range(run.start_epoch, run.epochs):
+        run.epoch_losses.append(_train_epoch(run, epoch))
+        _end_epoch(run, epoch)
+    return _finish(run)
 
-    out_dir = Path(out_dir)
+
+def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, target: FineTarget | None,
+           milestones: list[int] | None, init_weights: dict | None = None) -> _Run:
+    """Processes, output folder, network, loss, optimizer and AMP scaler (seeded; nothing resumed yet)."""
     rank, world, device = init_distributed()
-    is_main = rank == 0
     if stage_cfg.get("threads"):
         torch.set_num_threads(int(stage_cfg["threads"]))
-    if is_main:
+    if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     if world > 1:
         dist.barrier()
-
-    seed = int(config.get("seed", 0)) + (0 if target is None else 1000 * target.coarse_index)
-    epochs = int(stage_cfg["epochs"])
-    ipe = int(stage_cfg["iterations_per_epoch"])
+    seed = int(recipe.seed) + (0 if target is None else 1000 * target.coarse_index)
     global_batch = int(stage_cfg["batch_size"])
     if global_batch % world:
         raise ValueError(f"batch_size {global_batch} is not divisible by the {world} processes")
-    batch = global_batch // world
-
-    direction = tuple(entries[0].get("direction") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    spec = network_spec(config, target, direction)
+    direction = tuple(entries[0].get("direction") or IDENTITY)
+    spec = network_spec(recipe, target, direction)
     torch.manual_seed(seed)
     model = build_network(spec)
     if init_weights is not None:
         model.load_state_dict(init_weights)
     model = model.to(device)
-    multiple = tuple(model.required_multiple)
-    loss_fn = make_loss(stage_cfg, target)
-    optimizer = make_optimizer(model, stage_cfg["optimizer"])
     use_amp = bool(stage_cfg.get("amp")) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Run(out_dir=out_dir, stage_cfg=stage_cfg, rank=rank, world=world, device=device, seed=seed,
+                epochs=int(stage_cfg["epochs"]), iterations=int(stage_cfg["iterations_per_epoch"]),
+                batch=global_batch // world, spec=spec, model=model, loss_fn=make_loss(stage_cfg, target),
+                optimizer=make_optimizer(model, stage_cfg["optimizer"]),
+                scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp,
+                milestones=sorted(set(milestones or [])))
 
-    start_epoch, start_step, global_step = 0, 0, 0
-    ckpt_path = out_dir / CHECKPOINT
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, start_step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-        _set_rng_state(ckpt["rng"])
-        if is_main:
-            print(f"resuming {out_dir.name} at epoch {start_epoch} step {start_step} (global step {global_step})",
-                  flush=True)
-            _trim_log(out_dir / "log.csv", global_step)
 
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+def _resume(run: _Run) -> None:
+    """Model, optimizer, scaler, position and RNG states from the run's checkpoint."""
+    ckpt = load_checkpoint(run.checkpoint_path)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch, run.start_step, run.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
+    _set_rng_state(ckpt["rng"])
+    if run.is_main:
+        print(f"resuming {run.out_dir.name} at epoch {run.start_epoch} step {run.start_step} "
+              f"(global step {run.global_step})", flush=True)
+        _trim_log(run.log_path, run.global_step)
 
-    dataset = TrainingSet(cache, entries, target, stage_cfg, spacing, ipe * global_batch, seed, boxes=boxes)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    collate = PadCollate(multiple)
-    workers = int(stage_cfg.get("num_workers", 0))
 
-    if is_main:
-        atomic_write_text(out_dir / SPEC, json.dumps(spec, indent=1))
-        atomic_write_text(out_dir / "config.json", json.dumps(config, indent=1))
-    writer = None
-    if is_main and stage_cfg.get("tensorboard", True):
+def _attach_data(run: _Run, cache: Path, entries: list[dict], target: FineTarget | None, spacing,
+                 boxes: dict | None) -> None:
+    """DistributedDataParallel when started by torchrun; the sample set, its sampler and collation."""
+    if run.world > 1:
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    global_batch = run.batch * run.world
+    run.dataset = TrainingSet(cache, entries, target, run.stage_cfg, spacing, run.iterations * global_batch,
+                              run.seed, boxes=boxes)
+    run.sampler = DistributedSampler(run.dataset, num_replicas=run.world, rank=run.rank, shuffle=True,
+                                     seed=run.seed, drop_last=True)
+    run.collate = PadCollate(tuple(_unwrap(run.model).required_multiple))
+
+
+def _open_outputs(run: _Run, recipe: Recipe) -> None:
+    """network.json, recipe.json, the TensorBoard writer and the log header (main process only)."""
+    if not run.is_main:
+        return
+    atomic_write_text(run.out_dir / SPEC, json.dumps(run.spec, indent=1))
+    save_recipe(recipe, run.out_dir)
+    if run.stage_cfg.get("tensorboard", True):
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(out_dir / "tb"), purge_step=global_step or None)
+            run.writer = SummaryWriter(str(run.out_dir / "tb"), purge_step=run.global_step or None)
         except ImportError:  # tensorboard is optional
-            writer = None
-    log_path = out_dir / "log.csv"
-    if is_main and not log_path.is_file():
-        log_path.write_text("epoch,step,global_step,loss,lr,seconds\n")
-    every = int(stage_cfg.get("checkpoint_every_steps", 0) or 0)
-    milestones = sorted(set(milestones or []))
+            run.writer = None
+    if not run.log_path.is_file():
+        run.log_path.write_text("epoch,step,global_step,loss,lr,seconds\n")
 
-    def checkpoint(epoch: int, step: int) -> None:
-        if not is_main:
-            return
-        atomic_torch_save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                           "scaler": scaler.state_dict() if use_amp else None, "epoch": epoch, "step": step,
-                           "global_step": global_step, "rng": _rng_state(),
-                           "schedule": {"epoch": epoch, "epochs": epochs}}, ckpt_path)
 
-    epoch_losses: list[float] = []
-    t0 = time.time()
-    for epoch in range(start_epoch, epochs):
-        lr = learning_rate(stage_cfg["optimizer"], stage_cfg.get("schedule", {}), epoch, epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        skip = start_step if epoch == start_epoch else 0
-        indices = list(sampler)[skip * batch: ipe * batch]
-        loader = DataLoader(dataset, batch_size=batch, sampler=indices, num_workers=workers, collate_fn=collate,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        model.train()
-        running, count = 0.0, 0
-        bar = tqdm(loader, total=ipe - skip, desc=f"{out_dir.name} {epoch + 1}/{epochs}", leave=False,
-                   disable=not (is_main and stage_cfg.get("progress", True)))
-        for step, (x, y) in enumerate(bar, start=skip):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                out = model(x)
-                loss = loss_fn(out, y)
-            scaler.scale(loss).backward()
-            if stage_cfg.get("grad_clip"):
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(stage_cfg["grad_clip"]))
-            scaler.step(optimizer)
-            scaler.update()
-            global_step += 1
-            value = loss.detach().float()
-            if world > 1:
-                dist.all_reduce(value)
-                value /= world
-            value = float(value)
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss is {value} at epoch {epoch} step {step}")
-            running += value
-            count += 1
-            if is_main:
-                with open(log_path, "a") as fh:
-                    fh.write(f"{epoch},{step},{global_step},{value:.6f},{lr:.6g},{time.time() - t0:.2f}\n")
-                if writer is not None:
-                    writer.add_scalar("loss", value, global_step)
-                    writer.add_scalar("lr", lr, global_step)
-                bar.set_postfix(loss=f"{value:.4f}")
-            if every and (step + 1) % every == 0 and step + 1 < ipe:
-                checkpoint(epoch, step + 1)
-        epoch_losses.append(running / max(count, 1))
-        checkpoint(epoch + 1, 0)
-        if is_main and (epoch + 1) in milestones:
-            save_weights(_unwrap(model).state_dict(), out_dir / f"epoch_{epoch + 1:04d}.safetensors")
-        if is_main:
-            print(f"{out_dir.name}: epoch {epoch + 1}/{epochs} loss {epoch_losses[-1]:.4f} lr {lr:.4g}", flush=True)
-    if is_main:
-        save_weights(_unwrap(model).state_dict(), out_dir / FINAL)
-        if writer is not None:
-            writer.close()
-    if world > 1:
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One epoch (from the resumed step in the first); returns its mean loss."""
+    from tqdm import tqdm
+
+    cfg = run.stage_cfg
+    lr = learning_rate(cfg["optimizer"], cfg.get("schedule", {}), epoch, run.epochs)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.sampler.set_epoch(epoch)
+    run.dataset.set_epoch(epoch)
+    skip = run.start_step if epoch == run.start_epoch else 0
+    indices = list(run.sampler)[skip * run.batch: run.iterations * run.batch]
+    loader = DataLoader(run.dataset, batch_size=run.batch, sampler=indices, num_workers=int(cfg.get("num_workers", 0)),
+                        collate_fn=run.collate, pin_memory=run.device.type == "cuda", persistent_workers=False)
+    run.model.train()
+    every = int(cfg.get("checkpoint_every_steps", 0) or 0)
+    running, count = 0.0, 0
+    bar = tqdm(loader, total=run.iterations - skip, desc=f"{run.out_dir.name} {epoch + 1}/{run.epochs}", leave=False,
+               disable=not (run.is_main and cfg.get("progress", True)))
+    for step, (x, y) in enumerate(bar, start=skip):
+        value = _train_step(run, x, y)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at epoch {epoch} step {step}")
+        running += value
+        count += 1
+        if run.is_main:
+            _log_step(run, epoch, step, value, lr)
+            bar.set_postfix(loss=f"{value:.4f}")
+        if every and (step + 1) % every == 0 and step + 1 < run.iterations:
+            _checkpoint(run, epoch, step + 1)
+    run.last_lr = lr
+    return running / max(count, 1)
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimizer step; returns the loss (averaged over the processes)."""
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.float16) if run.use_amp else nullcontext():
+        loss = run.loss_fn(run.model(x), y)
+    run.scaler.scale(loss).backward()
+    if run.stage_cfg.get("grad_clip"):
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(run.stage_cfg["grad_clip"]))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.global_step += 1
+    value = loss.detach().float()
+    if run.world > 1:
+        dist.all_reduce(value)
+        value /= run.world
+    return float(value)
+
+
+def _log_step(run: _Run, epoch: int, step: int, value: float, lr: float) -> None:
+    with open(run.log_path, "a") as fh:
+        fh.write(f"{epoch},{step},{run.global_step},{value:.6f},{lr:.6g},{time.time() - run.t0:.2f}\n")
+    if run.writer is not None:
+        run.writer.add_scalar("loss", value, run.global_step)
+        run.writer.add_scalar("lr", lr, run.global_step)
+
+
+def _checkpoint(run: _Run, epoch: int, step: int) -> None:
+    """Write the resumable state (main process; atomically): the next step to run is (epoch, step)."""
+    if not run.is_main:
+        return
+    atomic_torch_save({"model": _unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+                       "scaler": run.scaler.state_dict() if run.use_amp else None, "epoch": epoch, "step": step,
+                       "global_step": run.global_step, "rng": _rng_state(),
+                       "schedule": {"epoch": epoch, "epochs": run.epochs}}, run.checkpoint_path)
+
+
+def _end_epoch(run: _Run, epoch: int) -> None:
+    """Checkpoint at the epoch's end, milestone weights, and the epoch's line on stdout."""
+    _checkpoint(run, epoch + 1, 0)
+    if run.is_main and (epoch + 1) in run.milestones:
+        save_weights(_unwrap(run.model).state_dict(), run.out_dir / f"epoch_{epoch + 1:04d}.safetensors")
+    if run.is_main:
+        print(f"{run.out_dir.name}: epoch {epoch + 1}/{run.epochs} loss {run.epoch_losses[-1]:.4f} "
+              f"lr {run.last_lr:.4g}", flush=True)
+
+
+def _finish(run: _Run) -> dict:
+    """Final weights, writer closed, processes in step; the run's summary."""
+    if run.is_main:
+        save_weights(_unwrap(run.model).state_dict(), run.out_dir / FINAL)
+        if run.writer is not None:
+            run.writer.close()
+    if run.world > 1:
         dist.barrier()
-    return {"epoch_losses": epoch_losses, "global_step": global_step, "out_dir": str(out_dir)}
+    return {"epoch_losses": run.epoch_losses, "global_step": run.global_step, "out_dir": str(run.out_dir)}
 
 
 def read_log(out_dir: Path) -> list[dict]:

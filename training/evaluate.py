@@ -1,4 +1,10 @@
-"""Evaluation: per case and structure Dice, ASSD, HD95, surface Dice; CSV + the paper's summary table."""
+"""Evaluation through the shipped pipeline: per case and structure Dice, ASSD, HD95, surface Dice.
+
+``evaluate_model`` runs ``brainbarriers.pipeline.Segmenter`` on a model bundle (the code
+``brainbarriers segment`` and the Slicer module run) over the original image files of each case and
+scores its labels on the case's own grid against the label map. ``write_results`` writes
+``metrics.csv`` and the paper's Table VI layout (mean ± std per structure and the average).
+"""
 
 from __future__ import annotations
 
@@ -8,91 +14,141 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.structures import OUTPUT_LABELS
+from brainbarriers.structures import MODALITIES, OUTPUT_LABELS
 
 from .metrics import all_metrics
 
-FIELDS = ("case", "structure", "dice", "assd", "hd95", "surface_dice", "fold")
+FIELDS = ("case", "structure", "dice", "assd", "hd95", "surface_dice", "outcome", "volume_pred_ml",
+          "volume_true_ml", "fold")
 
 
 def evaluate_labels(pred: np.ndarray, gt: np.ndarray, spacing_kji, case: str, tolerance_mm: float = 2.0) -> list[dict]:
-    """Metric rows of one case for every output label (ABCs values in both maps)."""
+    """Metric rows of one case for every output label (ABCs values in both maps, one grid)."""
+    voxel_ml = float(np.prod(spacing_kji)) / 1000.0
     rows = []
     for lab in OUTPUT_LABELS:
-        rows.append({"case": case, "structure": lab.key,
-                     **all_metrics(pred == lab.value, gt == lab.value, spacing_kji, tolerance_mm)})
+        p, g = pred == lab.value, gt == lab.value
+        rows.append({"case": case, "structure": lab.key, **all_metrics(p, g, spacing_kji, tolerance_mm),
+                     "volume_pred_ml": float(p.sum()) * voxel_ml, "volume_true_ml": float(g.sum()) * voxel_ml})
     return rows
 
 
-def _mean(values) -> float:
-    v = [x for x in values if not (isinstance(x, float) and math.isnan(x))]
-    return float(np.mean(v)) if v else float("nan")
+def _finite(values) -> list[float]:
+    return [float(x) for x in values if not (isinstance(x, float) and math.isnan(x))]
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = _finite(values)
+    return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
 
 
 def summary_table(rows: list[dict]) -> str:
-    """The paper's layout: one row per structure and the average, Dice % / ASSD mm (plus HD95, NSD)."""
-    lines = [f"{'Structure':<14} {'Dice %':>7} {'ASSD mm':>8} {'HD95 mm':>8} {'NSD@2mm %':>10}"]
-    means = []
+    """The paper's Table VI layout: per structure and the average, mean ± std of Dice % and ASSD mm
+    (plus HD95 and surface Dice), and how many structures were missed or false."""
+    lines = [f"{'Structure':<12} {'Dice %':>13} {'ASSD mm':>15} {'HD95 mm':>15} {'NSD@2mm %':>13} {'misses':>6}"]
+    per_case: dict[str, list[dict]] = {}
     for lab in OUTPUT_LABELS:
         sel = [r for r in rows if r["structure"] == lab.key]
         if not sel:
             continue
-        m = [_mean(r[k] for r in sel) for k in ("dice", "assd", "hd95", "surface_dice")]
-        means.append(m)
-        lines.append(f"{lab.key:<14} {100 * m[0]:7.1f} {m[1]:8.3f} {m[2]:8.2f} {100 * m[3]:10.1f}")
-    if means:
-        avg = [_mean(col) for col in zip(*means)]
-        lines.append(f"{'average':<14} {100 * avg[0]:7.1f} {avg[1]:8.3f} {avg[2]:8.2f} {100 * avg[3]:10.1f}")
+        per_case[lab.key] = sel
+        lines.append(_row(lab.key, sel))
+    if per_case:  # the average over structures, per case, then mean ± std over cases
+        cases = sorted({r["case"] for sel in per_case.values() for r in sel})
+        avg = []
+        for c in cases:
+            rs = [r for sel in per_case.values() for r in sel if r["case"] == c]
+            avg.append({k: float(np.mean(_finite(r[k] for r in rs) or [float("nan")]))
+                        for k in ("dice", "assd", "hd95", "surface_dice")})
+        lines.append(_row("average", avg, count_misses=False))
     return "\n".join(lines)
+
+
+def _row(name: str, rows: list[dict], count_misses: bool = True) -> str:
+    d, a, h, n = (_mean_std(r[k] for r in rows) for k in ("dice", "assd", "hd95", "surface_dice"))
+    misses = sum(r.get("outcome") in ("missed", "false structure") for r in rows) if count_misses else ""
+    return (f"{name:<12} {100 * d[0]:6.1f} ± {100 * d[1]:4.1f} {a[0]:7.3f} ± {a[1]:5.3f} {h[0]:7.2f} ± {h[1]:5.2f} "
+            f"{100 * n[0]:6.1f} ± {100 * n[1]:4.1f} {misses!s:>6}")
 
 
 def write_results(rows: list[dict], out: Path) -> str:
     """Write metrics.csv and summary.txt into ``out``; returns the summary table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.csv", "w", newline="") as fh:
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=[f for f in FIELDS if any(f in r for r in rows)])
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in FIELDS if k in r})
     table = summary_table(rows)
-    (out / "summary.txt").write_text(table + "\n")
+    (out / "summary.txt").write_text(table + "\n", encoding="utf-8")
     return table
 
 
-def evaluate_cached(cache: Path, workdir: Path, cases: list[str] | None = None, gt_boxes: bool = False,
-                    tolerance_mm: float = 2.0, progress: bool = True) -> list[dict]:
-    """Segment prepared cases with a training folder's networks and score them on the model grid."""
-    import torch
+def score_label_image(pred: sitk.Image, gt: sitk.Image, case: str, tolerance_mm: float = 2.0) -> list[dict]:
+    """Score a predicted label image on the ground truth's grid (resampled by world position if needed)."""
+    same = pred.GetSize() == gt.GetSize() and np.allclose(pred.GetSpacing(), gt.GetSpacing(), rtol=1e-3) and \
+        np.allclose(pred.GetOrigin(), gt.GetOrigin(), atol=1e-3) and np.allclose(pred.GetDirection(), gt.GetDirection(), atol=1e-4)
+    if not same:
+        pred = sitk.Resample(pred, gt, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    spacing = tuple(gt.GetSpacing())[::-1]
+    gt_arr = np.rint(sitk.GetArrayFromImage(gt)).astype(np.int16)
+    return evaluate_labels(sitk.GetArrayFromImage(pred).astype(np.int16), gt_arr, spacing, case, tolerance_mm)
+
+
+def evaluate_model(model, cases: list[tuple[str, dict[str, Path], Path]], device: str = "auto",
+                   tolerance_mm: float = 2.0, progress: bool = True, options=None) -> list[dict]:
+    """Segment each case with the shipped pipeline and score it.
+
+    Args:
+        model: a model id, a bundle folder/zip, or a loaded ``Bundle``.
+        cases: (case id, {modality: image path}, label map path) per case.
+        options: ``brainbarriers.pipeline.SegmentOptions`` (default: the command line's defaults).
+    """
+    from brainbarriers.bundles import Bundle, load_bundle
+    from brainbarriers.io import read_image
+    from brainbarriers.pipeline import Segmenter, SegmentOptions
     from tqdm import tqdm
 
-    from .infer import load_trained, segment_case, to_output_labels
-    from .prepare import load_case, load_index
-    from .stages import select_entries
-
-    index = load_index(cache)
-    entries = select_entries(index, cases)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    coarse, fine = load_trained(workdir, device=device)
-    if not fine:
-        raise FileNotFoundError(f"no trained fine networks in {workdir}/fine")
-    spacing = tuple(float(s) for s in index["spacing"])[::-1]
+    bundle = model if isinstance(model, Bundle) else load_bundle(model)
+    segmenter = Segmenter(bundle, device, options or SegmentOptions())
     rows = []
-    for entry in tqdm(entries, desc="evaluate", disable=not progress):
-        pred = to_output_labels(segment_case(cache, index, entry, coarse, fine, device, gt_boxes=gt_boxes))
-        _, gt = load_case(cache, entry)
-        rows += evaluate_labels(pred, to_output_labels(gt), spacing, entry["case"], tolerance_mm)
+    for case, inputs, label_path in tqdm(cases, desc="evaluate", disable=not progress, unit="case"):
+        images = {m: read_image(p, m) for m, p in inputs.items() if m in bundle.modalities}
+        result = segmenter.run(images)
+        rows += score_label_image(result.labels, sitk.ReadImage(str(label_path)), case, tolerance_mm)
     return rows
+
+
+def labelled_cases(source: Path, only: list[str] | None = None) -> list[tuple[str, dict[str, Path], Path]]:
+    """(case, inputs, label) of every case of a data set that has a label map (``prepare``'s discovery)."""
+    from .prepare import discover
+
+    found = []
+    for cf in discover(Path(source)):
+        if only and cf.case not in only:
+            continue
+        inputs = {m: Path(cf.files[m]) for m in MODALITIES if cf.files.get(m)}
+        if cf.files.get("label") and inputs:
+            found.append((cf.case, inputs, Path(cf.files["label"])))
+    if not found:
+        raise FileNotFoundError(f"no labelled cases in {source}")
+    return found
+
+
+def indexed_cases(index: dict, only: list[str]) -> list[tuple[str, dict[str, Path], Path]]:
+    """(case, inputs, label) of prepared cases, from the original files the index records."""
+    out = []
+    for entry in index["cases"]:
+        if entry["case"] in only:
+            files = entry["files"]
+            out.append((entry["case"], {m: Path(files[m]) for m in MODALITIES if files.get(m)}, Path(files["label"])))
+    return out
 
 
 def evaluate_files(pairs: list[tuple[str, Path, Path]], tolerance_mm: float = 2.0) -> list[dict]:
     """Score label-map files (case, prediction, ground truth) on the ground truth's grid."""
     rows = []
     for case, pred_path, gt_path in pairs:
-        gt = sitk.ReadImage(str(gt_path))
-        pred = sitk.ReadImage(str(pred_path))
-        if pred.GetSize() != gt.GetSize() or not np.allclose(pred.GetSpacing(), gt.GetSpacing(), rtol=1e-3):
-            pred = sitk.Resample(pred, gt, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-        spacing = tuple(gt.GetSpacing())[::-1]
-        rows += evaluate_labels(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(gt), spacing, case, tolerance_mm)
+        rows += score_label_image(sitk.ReadImage(str(pred_path)), sitk.ReadImage(str(gt_path)), case, tolerance_mm)
     return rows

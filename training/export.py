@@ -1,16 +1,22 @@
-"""``export``: a model bundle from a training folder, written through brainbarriers.bundles.write_bundle."""
+"""``export``: a model bundle from a training folder, described by the recipe saved with the run.
+
+The manifest comes from the run's own ``recipe.json`` and each network's ``network.json`` (never
+from a recipe given at export time), through ``brainbarriers.bundles.build_manifest``; a network
+whose saved recipe or spec disagrees with the run's recipe is refused.
+"""
 
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import subprocess
 from pathlib import Path
 
-from brainbarriers.structures import FINE_TARGETS, MODALITIES
+from brainbarriers.bundles import build_manifest
+from brainbarriers.structures import FINE_TARGETS, fine_target
 
-from .engine import FINAL, SPEC, load_weights
+from .config import RECIPE_FILE, Recipe, as_recipe, read_recipe
+from .engine import FINAL, SPEC, load_weights, network_spec
 
 
 def _code_version() -> str:
@@ -26,41 +32,71 @@ def _code_version() -> str:
     return getattr(brainbarriers, "__version__", "unknown")
 
 
-def build_manifest(config: dict, workdir: Path, targets: list[str]) -> dict:
+def run_recipe(workdir: Path) -> Recipe:
+    """The recipe a training folder was trained with: ``workdir/recipe.json``, else the coarse
+    network's (``recipe.json``, or ``config.json`` as runs before the typed recipe saved it)."""
     workdir = Path(workdir)
-    coarse_spec = json.loads((workdir / "coarse" / SPEC).read_text())
-    bundle = config.get("bundle", {})
-    data = config["data"]
-    dropout = config["train"].get("augmentation", {}).get("modality_dropout_probability", 0) > 0
-    subsets = [list(MODALITIES)]
-    if dropout:
-        subsets = [list(c) for n in range(len(MODALITIES), 0, -1) for c in itertools.combinations(MODALITIES, n)]
-    fine = {}
-    for key in targets:
-        spec = json.loads((workdir / "fine" / key / SPEC).read_text())
-        fine[key] = {"architecture": spec["architecture"], "in_channels": spec["in_channels"], "out_channels": 2,
-                     "options": spec["options"], "file": f"fine_{key}.safetensors", "slice_axis": spec["slice_axis"],
-                     "margin": int(spec["margin"]), "max_crop": list(spec["max_crop"])}
-    return {
-        "schema_version": 1,
-        "id": bundle.get("id", "brainbarriers-model"),
-        "version": bundle.get("version", "0.1.0"),
-        "description": bundle.get("description", ""),
-        "licence": bundle.get("licence", "Apache-2.0"),
-        "structures": targets,
-        "inputs": {"modalities": list(MODALITIES), "supported_subsets": subsets},
-        "spacing": list(data["spacing"]),
-        "normalisation": {m: dict(data["normalisation"].get(m, {})) for m in MODALITIES},
-        "networks": {
-            "coarse": {"architecture": coarse_spec["architecture"], "in_channels": coarse_spec["in_channels"],
-                       "out_channels": coarse_spec["out_channels"], "options": coarse_spec["options"],
-                       "file": "coarse.safetensors", "spacing": list(data["coarse_spacing"])},
-            "fine": fine,
-        },
-        "training": {"data": bundle.get("data", ""), "recipe": config.get("name", ""),
-                     "code_version": _code_version(), "date": datetime.date.today().isoformat()},
-        "timings": {"cpu_s": None, "gpu_s": None},
-    }
+    if (workdir / RECIPE_FILE).is_file():
+        return read_recipe(workdir)
+    legacy = workdir / "coarse" / "config.json"
+    if not (workdir / "coarse" / RECIPE_FILE).is_file() and legacy.is_file():
+        return as_recipe(json.loads(legacy.read_text()), str(legacy))
+    return read_recipe(workdir / "coarse")
+
+
+def _network_dirs(workdir: Path, targets: list[str]) -> dict[str, Path]:
+    return {"coarse": workdir / "coarse", **{key: workdir / "fine" / key for key in targets}}
+
+
+def _spec_problem(saved: dict, expected: dict) -> str | None:
+    # the inter-slice axis depends on the prepared grid's direction, recorded only in network.json
+    def comparable(spec: dict) -> dict:
+        options = {k: v for k, v in spec.get("options", {}).items() if k != "inter_slice_axis"}
+        return {**{k: spec.get(k) for k in ("architecture", "in_channels", "out_channels", "margin", "max_crop")},
+                "options": options}
+
+    a, b = comparable(saved), comparable(expected)
+    for key in a:
+        if a[key] != b[key]:
+            return f"{key} {a[key]!r} (the recipe says {b[key]!r})"
+    return None
+
+
+def check_run(recipe: Recipe, workdir: Path, targets: list[str]) -> dict[str, dict]:
+    """The saved network specs of the run, checked against ``recipe``; raises ValueError on a mismatch."""
+    specs = {}
+    for name, folder in _network_dirs(Path(workdir), targets).items():
+        spec = json.loads((folder / SPEC).read_text())
+        problem = _spec_problem(spec, network_spec(recipe, None if name == "coarse" else fine_target(name)))
+        if problem is None and (folder / RECIPE_FILE).is_file():
+            saved = read_recipe(folder)
+            if saved.data != recipe.data:
+                problem = "data settings (spacing, normalisation) differ"
+        if problem:
+            raise ValueError(f"network {folder} does not match the run's recipe: {problem}; "
+                             f"retrain it or export its own run")
+        specs[name] = spec
+    return specs
+
+
+def manifest_for_run(workdir: Path, targets: list[str], recipe: Recipe | None = None) -> dict:
+    """The bundle manifest of a training folder from its saved recipe and network specs."""
+    workdir = Path(workdir)
+    recipe = recipe or run_recipe(workdir)
+    specs = check_run(recipe, workdir, targets)
+    data = recipe.data
+    return build_manifest(
+        model_id=recipe.bundle.id, version=recipe.bundle.version, description=recipe.bundle.description,
+        licence=recipe.bundle.licence, coarse=specs.pop("coarse"), fine=specs,
+        spacing=data.spacing, coarse_spacing=data.coarse_spacing, normalisation=recipe.to_dict()["data"]["normalisation"],
+        supported_subsets=recipe.supported_subsets(),
+        training={"data": recipe.bundle.data, "recipe": recipe.name, "code_version": _code_version(),
+                  "date": datetime.date.today().isoformat()})
+
+
+def trained_targets(workdir: Path) -> list[str]:
+    """Fine targets with final weights in ``workdir`` (structure-table order)."""
+    return [t.key for t in FINE_TARGETS if (Path(workdir) / "fine" / t.key / FINAL).is_file()]
 
 
 def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
@@ -82,7 +118,7 @@ def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
     return volume_statistics(volumes)
 
 
-def export_bundle(config: dict, workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
+def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
                   cache: Path | None = None, cases: list[str] | None = None) -> Path:
     """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``; with the
     prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics."""
@@ -91,10 +127,10 @@ def export_bundle(config: dict, workdir: Path, out: Path, extra_files: dict[str,
     workdir = Path(workdir)
     if not (workdir / "coarse" / FINAL).is_file():
         raise FileNotFoundError(f"no trained coarse network in {workdir / 'coarse'}")
-    targets = [t.key for t in FINE_TARGETS if (workdir / "fine" / t.key / FINAL).is_file()]
+    targets = trained_targets(workdir)
     if not targets:
         raise FileNotFoundError(f"no trained fine networks in {workdir / 'fine'}")
-    manifest = build_manifest(config, workdir, targets)
+    manifest = manifest_for_run(workdir, targets)
     if cache is not None:
         manifest["volume_stats"] = training_volume_stats(cache, cases)
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}

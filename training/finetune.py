@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from brainbarriers.structures import fine_target
 
+
 class FinetuneRefused(Exception):
     """The fine-tuned networks are worse than the parent on the held-out site cases (nothing exported)."""
 
@@ -125,35 +126,6 @@ def child_manifest(parent, version: str, trained_on: list[str], held_out: list[s
     return manifest
 
 
-def _cases_of(data: Path, ids: list[str]):
-    from .prepare import discover
-
-    found = {c.case: c for c in discover(data)}
-    return [(c, {m: found[c].files[m] for m in ("ct", "t1", "t2") if found[c].files.get(m)}, found[c].files["label"])
-            for c in ids]
-
-
-def evaluate_model(bundle, cases, device="auto", progress=False) -> list[dict]:
-    """TEMPORARY until main's evaluate_model is merged: Dice per case and output label through the pipeline."""
-    import SimpleITK as sitk
-    from brainbarriers.io import read_image
-    from brainbarriers.pipeline import Segmenter
-    from brainbarriers.structures import OUTPUT_LABELS
-
-    from .metrics import dice
-
-    seg = Segmenter(bundle, device)
-    rows = []
-    for case, inputs, label in cases:
-        result = seg.run({m: read_image(p, m) for m, p in inputs.items()})
-        pred = sitk.GetArrayFromImage(sitk.Resample(result.labels, sitk.ReadImage(str(label)), sitk.Transform(),
-                                                    sitk.sitkNearestNeighbor, 0))
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
-        rows += [{"case": case, "structure": lab.key, "dice": dice(pred == lab.value, gt == lab.value)}
-                 for lab in OUTPUT_LABELS]
-    return rows
-
-
 def mean_dice(rows: list[dict], structures: set[str]) -> float:
     """Mean Dice over the held-out cases and the structures the model segments."""
     values = [r["dice"] for r in rows if r["structure"] in structures and not np.isnan(r["dice"])]
@@ -167,7 +139,9 @@ def finetune(parent_ref: str | Path, data: Path, out: Path, recipe: dict, workdi
     from brainbarriers.structures import FINE_TARGETS, output_label
     from safetensors.torch import load_file
 
+    from .config import stage_config
     from .engine import FINAL, load_weights, train
+    from .evaluate import evaluate_model, labelled_cases
     from .export import training_volume_stats
     from .prepare import prepare
 
@@ -189,8 +163,6 @@ def finetune(parent_ref: str | Path, data: Path, out: Path, recipe: dict, workdi
     def parent_state(spec: dict) -> dict:  # the bundle's files were checked against their SHA-256 on loading
         return load_file(str(parent.path / spec["file"]))
 
-    from .config import stage_config
-
     nets = parent.manifest["networks"]
     train(config, stage_config(config, "coarse"), cache, entries, workdir / "coarse", None,
           spacing=index["coarse_spacing"], resume=False, init_weights=parent_state(nets["coarse"]))
@@ -210,7 +182,7 @@ def finetune(parent_ref: str | Path, data: Path, out: Path, recipe: dict, workdi
                               merged_volume_stats(parent.manifest.get("volume_stats"), site_stats))
     candidate = load_bundle(write_bundle(candidate_dir, manifest, states))
 
-    cases = _cases_of(Path(data), held_out)
+    cases = labelled_cases(Path(data), held_out)
     structures = {output_label(t.label).key for t in targets}
     before = mean_dice(evaluate_model(parent, cases, device, progress=progress), structures)
     after = mean_dice(evaluate_model(candidate, cases, device, progress=progress), structures)

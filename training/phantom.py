@@ -266,7 +266,7 @@ def generate_dataset(
         write_case(case, out, case_id)
         ids.append(case_id)
     (out / "phantom.json").write_text(
-        json.dumps({"generator": "training.phantom", "seed": seed, "size": list(size), "spacing": spacing,
+        json.dumps({"generator": "brainbarriers_training.phantom", "seed": seed, "size": list(size), "spacing": spacing,
                     "cases": ids}, indent=1)
     )
     return ids

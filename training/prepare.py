@@ -6,31 +6,33 @@ indices (0 background, FineTarget.coarse_index otherwise: the sinus label alread
 ``coarse_image`` / ``coarse_label`` the same at the coarse spacing; and ``index.json`` listing
 the cases (shape, geometry, ground-truth boxes per target) and every problem case by name.
 
-Images are reoriented to the LPS-aligned identity direction first (the model grid of the
-pipeline), so array axis 0 is inferior->superior, 1 anterior->posterior, 2 right->left.
+The arrays are exactly what ``brainbarriers segment`` feeds its networks: the images go through
+the core's reader and ``brainbarriers.pipeline.prepare_inputs`` (the identity-direction model grid
+centred on the reference image, per-grid normalisation), so array axis 0 is inferior->superior,
+1 anterior->posterior, 2 right->left. The index records both grids so that coarse-checkpoint boxes
+are mapped with the pipeline's own box code.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.geometry import mask_box
-from brainbarriers.preprocessing import normalise, resample_to_spacing
+from brainbarriers import geometry
+from brainbarriers.cases import find_cases
+from brainbarriers.errors import InputError
+from brainbarriers.io import read_image
+from brainbarriers.pipeline import choose_reference, prepare_inputs
 from brainbarriers.structures import FINE_TARGETS, MODALITIES
 
 from .sinus import split_sinus
 
 KEYS = (*MODALITIES, "label")
 _SUFFIX = {"ct": "ct", "t1": "t1", "t2": "t2", "label": "labelmap_task1"}
-_EXTENSIONS = (".mha", ".nii.gz", ".nii", ".nrrd", ".mhd")
-_NAME = re.compile(r"^(?P<case>.+?)_(?P<kind>ct|t1|t2|labelmap_task1)(?P<ext>\.mha|\.nii\.gz|\.nii|\.nrrd|\.mhd)$")
 
 
 class CaseError(Exception):
@@ -45,49 +47,23 @@ class CaseFiles:
 
 def discover(source: Path) -> list[CaseFiles]:
     """Cases of a data set: a CSV (case,ct,t1,t2,label), or a folder in the ABCs layout
-    (NNN/NNN_ct.mha ...) or with all files flat in one folder. Missing files are kept as None."""
-    source = Path(source)
-    if source.is_file():
-        return _discover_csv(source)
-    if not source.is_dir():
-        raise FileNotFoundError(f"data set {source} is neither a folder nor a CSV file")
-    found: dict[str, dict[str, Path]] = {}
-    for path in sorted(list(source.glob("*")) + list(source.glob("*/*"))):
-        m = _NAME.match(path.name)
-        if not m or not path.is_file():
-            continue
-        kind = {v: k for k, v in _SUFFIX.items()}[m["kind"]]
-        found.setdefault(m["case"], {}).setdefault(kind, path)
-    return [CaseFiles(case, {k: files.get(k) for k in KEYS}) for case, files in sorted(found.items())]
-
-
-def _discover_csv(path: Path) -> list[CaseFiles]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cases = []
-    for n, row in enumerate(rows):
-        name = (row.get("case") or "").strip() or f"row{n + 1}"
-        files: dict[str, Path | None] = {}
-        for key in KEYS:
-            value = (row.get(key) or "").strip()
-            files[key] = (path.parent / value) if value and not Path(value).is_absolute() else (Path(value) if value else None)
-        cases.append(CaseFiles(name, files))
-    return cases
+    (NNN/NNN_ct.mha ...) or with all files flat in one folder, found by the core's
+    ``brainbarriers.cases.find_cases`` (the command line's discovery). Missing files are kept as None."""
+    try:
+        found = find_cases(source, KEYS, _SUFFIX)
+    except InputError as exc:
+        raise FileNotFoundError(str(exc)) from None
+    return [CaseFiles(c.case, {k: c.inputs.get(k) for k in KEYS}) for c in found]
 
 
 def _read(path: Path | None, key: str) -> sitk.Image:
+    """The core's reader (the checks ``brainbarriers segment`` applies), its error as a case problem."""
     if path is None:
         raise CaseError(f"{key} file missing")
-    if not Path(path).is_file():
-        raise CaseError(f"{key} file not found: {path}")
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CaseError(f"{key} file unreadable: {Path(path).name} ({first[-1] if first else 'error'})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"{key} image is not a 3D scalar image")
-    return image
+        return read_image(path, key)  # role "label" keeps integer pixels
+    except InputError as exc:
+        raise CaseError(str(exc)) from None
 
 
 def check_geometry(images: dict[str, sitk.Image], tolerance_mm: float = 0.01) -> None:
@@ -121,14 +97,18 @@ def fine_target_labels(label: np.ndarray, direction, spacing, split: dict) -> np
     return out
 
 
-def bounding_box(mask: np.ndarray) -> list[int] | None:
-    """[k0, j0, i0, k1, j1, i1] (end exclusive) of a mask, or None when empty (``geometry.mask_box`` flattened)."""
-    box = mask_box(mask)
-    return None if box is None else [*box[0], *box[1]]
+def grid_record(grid: sitk.Image) -> dict:
+    """A grid's geometry as JSON (the index keeps both grids of every case)."""
+    return {"origin": list(grid.GetOrigin()), "spacing": list(grid.GetSpacing()), "size": list(grid.GetSize()),
+            "direction": list(grid.GetDirection())}
 
 
-def thin_preserving_labels(target_img: sitk.Image, spacing) -> sitk.Image:
-    """Fine-target labels resampled to a coarser grid so that no target vanishes.
+def grid_from_record(record: dict) -> sitk.Image:
+    return geometry.empty_grid(record["origin"], record["spacing"], record["size"], record["direction"])
+
+
+def thin_preserving_labels(target_img: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """Fine-target labels resampled onto a coarser grid so that no target vanishes.
 
     Nearest-neighbour down-sampling drops sheets thinner than the new voxel (the falx at 4.8 mm).
     The coarse network only has to find boxes, so a coarse voxel is given a target when any voxel of
@@ -136,73 +116,48 @@ def thin_preserving_labels(target_img: sitk.Image, spacing) -> sitk.Image:
     (rounded up) before nearest resampling, and thinner (smaller) targets are painted last.
     """
     arr = sitk.GetArrayFromImage(target_img)
-    ratio = np.array(spacing, float) / np.array(target_img.GetSpacing(), float)
-    if (ratio <= 1.0 + 1e-6).all():
-        return resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
+    ratio = np.array(grid.GetSpacing(), float) / np.array(target_img.GetSpacing(), float)
     radius = [int(np.ceil(max(r - 1.0, 0.0) / 2.0)) for r in ratio]
     counts = np.bincount(arr.ravel(), minlength=256)
-    out = None
+    out = np.zeros(tuple(reversed(grid.GetSize())), np.uint8)
     for index in sorted((int(v) for v in np.nonzero(counts[1:])[0] + 1), key=lambda v: -counts[v]):
         mask = sitk.Cast(target_img == index, sitk.sitkUInt8)
         if any(radius):
             mask = sitk.BinaryDilate(mask, radius, sitk.sitkBox)
-        small = sitk.GetArrayFromImage(resample_to_spacing(mask, tuple(spacing), sitk.sitkNearestNeighbor))
-        if out is None:
-            out = np.zeros(small.shape, np.uint8)
+        small = sitk.GetArrayFromImage(geometry.resample_onto(mask, grid, sitk.sitkNearestNeighbor))
         out[small > 0] = index
-    ref = resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
-    if out is None:
-        return ref
-    img = sitk.GetImageFromArray(out)
-    img.CopyInformation(ref)
-    return img
-
-
-def _image_from(array: np.ndarray, like: sitk.Image) -> sitk.Image:
-    im = sitk.GetImageFromArray(array)
-    im.CopyInformation(like)
-    return im
+    return geometry.array_to_image(out, grid)
 
 
 def preprocess_case(files: CaseFiles, data_cfg: dict) -> dict:
     """Load, check and preprocess one case; returns the arrays and metadata to cache."""
     images = {key: _read(files.files.get(key), key) for key in KEYS}
     check_geometry(images, data_cfg.get("geometry_tolerance_mm", 0.01))
-    images = {k: sitk.DICOMOrient(im, "LPS") for k, im in images.items()}
-    label_arr = sitk.GetArrayFromImage(images["label"])
-    if not np.issubdtype(label_arr.dtype, np.integer):
-        rounded = np.rint(label_arr)
-        if not np.allclose(rounded, label_arr):
-            raise CaseError("label map has non-integer values")
-        label_arr = rounded
-    values = set(np.unique(label_arr).astype(int).tolist())
+    label_arr = sitk.GetArrayFromImage(images.pop("label"))
+    ref = images["ct"]
+    rounded = np.rint(label_arr)
+    if not np.allclose(rounded, label_arr):
+        raise CaseError("label map has non-integer values")
+    values = set(np.unique(rounded).astype(int).tolist())
     if not values <= {0, 1, 2, 3, 4, 5}:
         raise CaseError(f"label map has values outside 0..5: {sorted(values - {0, 1, 2, 3, 4, 5})}")
     if values == {0}:
         raise CaseError("label map is empty")
-    ref = images["label"]
-    targets = fine_target_labels(label_arr.astype(np.int16), ref.GetDirection(), ref.GetSpacing(),
+    targets = fine_target_labels(rounded.astype(np.int16), ref.GetDirection(), ref.GetSpacing(),
                                  data_cfg.get("sinus_split", {}))
-    target_img = _image_from(targets, ref)
-    out: dict = {"case": files.case}
-    for prefix, spacing in (("", data_cfg["spacing"]), ("coarse_", data_cfg["coarse_spacing"])):
-        channels = []
-        for m in MODALITIES:
-            res = resample_to_spacing(sitk.Cast(images[m], sitk.sitkFloat32), tuple(spacing), sitk.sitkLinear,
-                                      float(sitk.GetArrayViewFromImage(images[m]).min()))
-            channels.append(normalise(sitk.GetArrayFromImage(res), m, data_cfg["normalisation"].get(m, {})))
-        if prefix:
-            lab = thin_preserving_labels(target_img, spacing)
-        else:
-            lab = resample_to_spacing(target_img, tuple(spacing), sitk.sitkNearestNeighbor)
-        out[prefix + "image"] = np.stack(channels).astype(np.float32)
-        out[prefix + "label"] = sitk.GetArrayFromImage(lab).astype(np.uint8)
-        if not prefix:
-            out["origin"] = list(lab.GetOrigin())
-            out["direction"] = list(lab.GetDirection())
-    out["source_size"] = list(ref.GetSize())
-    out["source_spacing"] = list(ref.GetSpacing())
-    return out
+    target_img = geometry.array_to_image(targets, ref)
+    schemes = {m: dict(data_cfg["normalisation"].get(m, {})) for m in MODALITIES}
+    try:
+        prepared = prepare_inputs(images, choose_reference(images), tuple(data_cfg["spacing"]),
+                                  tuple(data_cfg["coarse_spacing"]), MODALITIES, schemes, alignment_check=False)
+    except InputError as exc:
+        raise CaseError(str(exc)) from None
+    label = sitk.GetArrayFromImage(geometry.resample_onto(target_img, prepared.grid, sitk.sitkNearestNeighbor))
+    coarse_label = sitk.GetArrayFromImage(thin_preserving_labels(target_img, prepared.coarse_grid))
+    return {"case": files.case, "image": prepared.channels, "label": label.astype(np.uint8),
+            "coarse_image": prepared.coarse_channels, "coarse_label": coarse_label.astype(np.uint8),
+            "grid": grid_record(prepared.grid), "coarse_grid": grid_record(prepared.coarse_grid),
+            "source_size": list(ref.GetSize()), "source_spacing": list(ref.GetSpacing())}
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -234,11 +189,11 @@ def prepare(source: Path, cache: Path, data_cfg: dict, progress: bool = True) ->
             continue
         file = f"{cf.case}.npz"
         _save_npz(cache / file, {k: out[k] for k in ("image", "label", "coarse_image", "coarse_label")})
-        boxes = {t.key: bounding_box(out["label"] == t.coarse_index) for t in FINE_TARGETS}
+        boxes = {t.key: geometry.mask_box(out["label"] == t.coarse_index) for t in FINE_TARGETS}  # JSON: [lo, hi]
         index["cases"].append({
             "case": cf.case, "file": file, "shape": list(out["label"].shape),
-            "coarse_shape": list(out["coarse_label"].shape), "origin": out["origin"],
-            "direction": out["direction"], "source_size": out["source_size"],
+            "coarse_shape": list(out["coarse_label"].shape), "grid": out["grid"],
+            "coarse_grid": out["coarse_grid"], "source_size": out["source_size"],
             "source_spacing": out["source_spacing"], "boxes": boxes,
             "files": {k: (str(v) if v else None) for k, v in cf.files.items()},
         })
@@ -251,7 +206,7 @@ def prepare(source: Path, cache: Path, data_cfg: dict, progress: bool = True) ->
 def load_index(cache: Path) -> dict:
     path = Path(cache) / "index.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no prepared data in {cache} (run `python -m training prepare` first)")
+        raise FileNotFoundError(f"no prepared data in {cache} (run `python -m brainbarriers_training prepare` first)")
     return json.loads(path.read_text())
 
 

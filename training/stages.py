@@ -44,10 +44,10 @@ def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | No
                     milestones=milestones, resume=resume)
     rank, _, _ = dist_info()
     if rank == 0 and milestones:
-        from .infer import predict_boxes
+        from .boxes import predict_boxes
 
         checkpoints = {f"epoch_{m:04d}": out / f"epoch_{m:04d}.safetensors" for m in milestones}
-        boxes = predict_boxes(Path(cache), index, entries, checkpoints, out)
+        boxes = predict_boxes(Path(cache), entries, checkpoints, out)
         (out / BOXES).write_text(json.dumps(boxes))
         summary["box_checkpoints"] = sorted(checkpoints)
     import torch.distributed as dist
@@ -70,8 +70,53 @@ def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarg
     if cfg.get("box_source", "coarse_checkpoints") == "coarse_checkpoints" and box_file.is_file():
         boxes = json.loads(box_file.read_text())
     summaries = {}
+    rank, _, _ = dist_info()
     for t in targets:
-        summaries[t.key] = train(config, cfg, Path(cache), entries, Path(workdir) / "fine" / t.key, t, boxes=boxes,
+        stage_dir = Path(workdir) / "fine" / t.key
+        summaries[t.key] = train(config, cfg, Path(cache), entries, stage_dir, t, boxes=boxes,
                                  spacing=index["spacing"], resume=resume)
         summaries[t.key]["box_source"] = "coarse checkpoints" if boxes else "ground truth"
+        if rank == 0:
+            summaries[t.key]["check"] = check_fine_network(Path(cache), entries, t, stage_dir)
     return summaries
+
+
+#: A trained fine network must reach this mean Dice in true-box crops of its own training cases.
+MIN_TRAINING_DICE = 0.5
+
+
+def check_fine_network(cache: Path, entries: list[dict], target: FineTarget, stage_dir: Path,
+                       cases: int = 4) -> dict:
+    """Run a trained fine network on true-box crops (+ its margin) of a few of its training cases.
+
+    A network whose units died (all-zero inputs to its head) predicts no foreground anywhere and
+    fails this at once; it is written to the stage summary and logged, so that a collapsed run is
+    seen when it happens, not after evaluation.
+    """
+    import numpy as np
+    import torch
+    from brainbarriers import geometry
+    from brainbarriers.predict import Runner
+
+    from .boxes import load_checkpoint_network
+    from .data import as_box
+    from .engine import FINAL, atomic_write_text
+    from .metrics import dice
+    from .prepare import load_case
+
+    runner = Runner(torch.device("cpu"))
+    net, spec = load_checkpoint_network(stage_dir, stage_dir / FINAL, runner)
+    scores = []
+    for entry in [e for e in entries if e["boxes"].get(target.key)][:cases]:
+        image, label = load_case(cache, entry)
+        box = geometry.expand_box(as_box(entry["boxes"][target.key]), int(spec["margin"]), label.shape)
+        region = geometry.box_slices(box)
+        prob = runner.predict(net, image[(slice(None), *region)], tuple(spec["max_crop"]))[1]
+        scores.append(dice(prob > 0.5, label[region] == target.coarse_index))
+    mean = float(np.mean(scores)) if scores else float("nan")
+    result = {"training_crop_dice": round(mean, 4), "cases": len(scores), "ok": bool(scores) and mean >= MIN_TRAINING_DICE}
+    atomic_write_text(stage_dir / "check.json", json.dumps(result))
+    if not result["ok"]:
+        print(f"warning: the {target.key} network reaches only Dice {mean:.3f} on its own training crops "
+              f"(< {MIN_TRAINING_DICE}); the run has collapsed, train it again (another seed) or check the data")
+    return result

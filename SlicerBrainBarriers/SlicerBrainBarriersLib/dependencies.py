@@ -2,7 +2,9 @@
 
 Rules (from the peers' installation failures): install only after the user agreed; install torch
 through the PyTorch extension's ``PyTorchUtils`` when it is there (it picks the build matching the
-machine's CUDA driver), else a pinned CPU/CUDA-agnostic ``torch`` from PyPI; never install, upgrade
+machine's CUDA driver), else ``torch`` from PyPI; both get the module's accepted *range*, never an
+exact pin: an exact version may have no wheel for the Slicer's Python (Slicer 5.10+ runs
+Python 3.12; the development pin lives in requirements-dev.txt only); never install, upgrade
 or replace the SimpleITK, vtk, numpy (or requests) that Slicer bundles: they are filtered out of
 every requirement list and pinned to their installed versions with a pip constraints file.
 """
@@ -20,10 +22,8 @@ from typing import Callable
 #: Packages Slicer ships and that must never be replaced (normalised names).
 PROTECTED = ("simpleitk", "vtk", "numpy", "requests")
 
-#: Range of torch the module accepts when torch is already there.
+#: Range of torch the module accepts, and installs when torch is missing.
 TORCH_REQUIREMENT = "torch>=2.1,<3"
-#: What the module installs when torch is missing (the version the project is tested with).
-TORCH_PIN = "torch==2.13.0"
 
 #: The core package's runtime requirements (pyproject.toml's [project] dependencies).
 CORE_REQUIREMENTS = (
@@ -33,6 +33,7 @@ CORE_REQUIREMENTS = (
     "safetensors>=0.4",
     "tqdm>=4.60",
     "platformdirs>=3",
+    "jsonschema>=4.17",
 )
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -125,7 +126,7 @@ def plan(status: DependencyStatus, pytorch_utils_available: bool) -> InstallPlan
     torch = next((r for r in status.missing if requirement_name(r) == "torch"), None)
     others = [r for r in status.missing if requirement_name(r) != "torch"]
     return InstallPlan(
-        torch=None if torch is None else TORCH_PIN,
+        torch=None if torch is None else TORCH_REQUIREMENT,
         packages=filter_requirements(others)[0],
         use_pytorch_utils=pytorch_utils_available,
     )
@@ -163,6 +164,23 @@ def install(
             packages, _ = filter_requirements(install_plan.packages)  # belt and braces
             pip_install([*packages, "-c", str(constraints)])
     return True
+
+
+def pip_commands(install_plan: InstallPlan, python: str, constraints: Path) -> list[list[str]]:
+    """The ``pip install`` command lines for the plan's pip part, for a child process.
+
+    The widget runs them one after the other in a child process and shows pip's output in the
+    log, so Slicer stays responsive (Slicer 5.10's ``slicer.util.pip_install`` blocks the GUI).
+    torch goes through pip here only when PyTorchUtils is not there to pick the build.
+    """
+    constraints.write_text("\n".join(protected_constraints()) + "\n", encoding="utf-8")
+    commands = []
+    if install_plan.torch and not install_plan.use_pytorch_utils:
+        commands.append([python, "-m", "pip", "install", install_plan.torch, "-c", str(constraints)])
+    packages, _ = filter_requirements(install_plan.packages)
+    if packages:
+        commands.append([python, "-m", "pip", "install", *packages, "-c", str(constraints)])
+    return commands
 
 
 def subprocess_pip_install(args: list[str]) -> None:

@@ -52,6 +52,7 @@ class SegmentParameters:
         quality: "fast" or "full" (full adds flip test-time augmentation and the left-right check).
         uncertainty: also load the per-voxel uncertainty volume.
         target: segmentation node to update, or None to create a new one.
+        register: rigidly co-register the MR inputs to the reference (--register).
     """
 
     inputs: dict = field(default_factory=dict)
@@ -60,7 +61,12 @@ class SegmentParameters:
     structures: list[str] = field(default_factory=list)
     quality: str = "fast"
     target: object = None
+    register: bool = False
     uncertainty: bool = False
+
+    def modalities(self) -> list[str]:
+        return [m for m in MODALITIES if self.inputs.get(m) is not None]
+
 
     def reference_modality(self) -> str:
         present = [m for m in MODALITIES if self.inputs.get(m) is not None]
@@ -108,12 +114,24 @@ class BrainBarriersLogic:
 
     def __init__(self, scene, python: str | None = None, command_prefix: list[str] | None = None) -> None:
         self.scene = scene
-        self.python = python or python_executable()
-        self.command_prefix = command_prefix or [self.python, "-m", "brainbarriers"]
+        self._python = python
+        self._command_prefix = command_prefix
+
+    @property
+    def python(self) -> str:
+        """Interpreter of the child processes, found when first needed (a missing PythonSlicer
+        is reported when the user starts something, not while the panel opens)."""
+        if self._python is None:
+            self._python = python_executable()
+        return self._python
+
+    @property
+    def command_prefix(self) -> list[str]:
+        return self._command_prefix or [self.python, "-m", "brainbarriers"]
 
     # -- inputs -------------------------------------------------------------------------------
     def volume_nodes(self) -> list:
-        return [n for n in self.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+        return [n for n in nodes_by_class(self.scene, "vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")]
 
     def guess_input_nodes(self) -> dict:
         """Modality -> volume node, filled only where the node names are unambiguous."""
@@ -132,6 +150,8 @@ class BrainBarriersLogic:
                 cmd += [f"--{modality}", str(files[modality])]
         cmd += ["--output", str(output), "--model", params.model, "--device", params.device]
         cmd += ["--quality", params.quality, "--progress", "json", "--case", "case"]
+        if params.register:
+            cmd += ["--register"]
         if params.uncertainty:
             cmd.append("--uncertainty")
         if params.structures and len(params.structures) < len(OUTPUT_LABELS):
@@ -168,10 +188,14 @@ class BrainBarriersLogic:
             [*self.command_prefix, "models", "download", model], env=self.environment(), expect_result=False
         )
 
-    def cancel(self, run: SegmentationRun) -> None:
-        """Stop the process tree and delete its files; nothing was added to the scene."""
-        run.process.cancel()
-        shutil.rmtree(run.workdir, ignore_errors=True)
+    def cancel(self, run: SegmentationRun, wait: bool = True) -> None:
+        """Stop the process tree and delete its files; nothing was added to the scene.
+
+        ``wait=False`` (the widget) returns at once; the tree is ended and the files are deleted
+        on a background thread.
+        """
+        workdir = run.workdir
+        run.process.cancel(wait=wait, on_ended=lambda: shutil.rmtree(workdir, ignore_errors=True))
 
     def finish(self, run: SegmentationRun, ask: segments.AskCallback | None = None) -> segments.ImportSummary:
         """Import a finished run's label map (new node, or update of ``params.target``)."""
@@ -241,6 +265,14 @@ class BrainBarriersLogic:
             self.cancel(run)
             raise Cancelled(f"segmentation stopped after {timeout} s")
         return self.finish(run, ask)
+
+
+def nodes_by_class(scene, class_name: str) -> list:
+    """Nodes of a class; releases the collection ``GetNodesByClass`` hands over (it is the
+    caller's: without ``UnRegister`` every call keeps every node alive)."""
+    collection = scene.GetNodesByClass(class_name)
+    collection.UnRegister(None)
+    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
 
 
 def _read_json(path) -> dict:

@@ -24,6 +24,7 @@ class ModelEntry:
     cpu_s: float | None = None
     gpu_s: float | None = None
     path: str | None = None
+    licence: str = ""
 
     @property
     def reference(self) -> str:
@@ -34,6 +35,24 @@ class ModelEntry:
         """Short line for the model selector: id, version, inputs, size, download state."""
         state = "" if self.downloaded else ", not downloaded"
         return f"{self.id} {self.version} ({_inputs(self.modalities)}, {_size(self.size_bytes)}{state})"
+
+    def input_problem(self, modalities: list[str]) -> str | None:
+        """Why these inputs cannot go to this model (None when they can): the manifest's
+        supported subsets are exact combinations, checked before anything starts."""
+        subsets = self.supported_subsets or ([self.modalities] if self.modalities else [])
+        if not subsets or sorted(modalities) in [sorted(s) for s in subsets]:
+            return None
+        given = _inputs(m for m in ("ct", "t1", "t2") if m in modalities) if modalities else "no input"
+        options = " or ".join(_inputs(s) for s in subsets)
+        return f"Model {self.id} {self.version} takes {options}; you selected {given}."
+
+    def card_and_licence(self) -> tuple[str, str]:
+        """The model card (Markdown) and the licence text of an installed bundle."""
+        if not self.path:
+            return (f"{self.id} {self.version} is not downloaded yet; its card and licence come with it.\n\n"
+                    f"{self.description}\nLicence: {self.licence or 'see the models index'}", "")
+        folder = Path(self.path)
+        return _read_text(folder / "MODEL_CARD.md") or self.description, _read_text(folder / "LICENSE") or self.licence
 
     def details(self) -> str:
         """Lines under the selector (and its tooltip): inputs, size, state, measured times."""
@@ -64,6 +83,7 @@ def entry_from_manifest(manifest: dict, folder: Path | None = None) -> ModelEntr
         cpu_s=timings.get("cpu_s"),
         gpu_s=timings.get("gpu_s"),
         path=str(folder) if folder is not None else None,
+        licence=str(manifest.get("licence", "")),
     )
 
 
@@ -106,6 +126,13 @@ def _index_rows() -> list[dict]:
         from brainbarriers.bundles.cache import SHIPPED_DIR
 
         return [{"id": p.parent.name, "version": "", "installed": str(p.parent)} for p in sorted(SHIPPED_DIR.glob("*/manifest.json"))]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def _inputs(modalities) -> str:

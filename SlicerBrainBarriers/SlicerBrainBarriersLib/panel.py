@@ -18,6 +18,7 @@ STAGE_NAMES = {
     "fine": "Segmenting structures (fine networks)",
     "postprocess": "Post-processing",
     "export": "Writing results",
+    "download": "Downloading the model",
     "done": "Done",
     "error": "Failed",
 }
@@ -46,3 +47,12 @@ def edited_question(segment_name: str) -> str:
         f"The segment '{segment_name}' was edited after it was generated (or was made by hand).\n\n"
         "Replace it with the new result, keep your version, or add the new result as a separate segment?"
     )
+
+
+def failure_text(message: str, registered: bool) -> str:
+    """What the panel says when the pipeline refused or failed, with the way out when there is one."""
+    text = f"Segmentation failed: {message}"
+    if ("does not line up" in message or "misaligned" in message.lower()) and not registered:
+        text += ("\n\nThe inputs do not line up. Tick 'Co-register MR inputs' to align the MR volumes to the "
+                 "reference rigidly, or register them yourself (General Registration) and harden the transform.")
+    return text

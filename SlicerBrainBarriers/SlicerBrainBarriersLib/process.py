@@ -20,6 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -173,32 +174,51 @@ class PipelineProcess:
                 on_event(event)
         return self.state
 
-    def cancel(self, grace: float = 3.0) -> None:
-        """End the child and everything it started; waits until it is gone."""
+    def cancel(self, grace: float = 3.0, wait: bool = True, on_ended: Callable[[], None] | None = None) -> None:
+        """End the child and everything it started.
+
+        Args:
+            grace: seconds between the polite stop (SIGTERM) and the forced one (SIGKILL).
+            wait: block until the tree is gone; False returns at once (the GUI thread must never
+                wait on a child) and finishes on a background thread.
+            on_ended: called (on that thread when ``wait`` is False) once the child has ended.
+        """
         self._cancelled = True
-        if self._proc.poll() is not None:
-            return
-        if os.name == "nt":
-            subprocess.run(
-                ["taskkill", "/F", "/T", "/PID", str(self._proc.pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
+        if wait:
+            self._end(grace, on_ended)
         else:
-            _signal_group(self._proc.pid, signal.SIGTERM)
+            threading.Thread(target=self._end, args=(grace, on_ended), daemon=True, name="cancel").start()
+
+    def _end(self, grace: float, on_ended: Callable[[], None] | None) -> None:
+        if self._proc.poll() is None:
+            if os.name == "nt":
+                subprocess.run(
+                    ["taskkill", "/F", "/T", "/PID", str(self._proc.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            else:
+                _signal_group(self._proc.pid, signal.SIGTERM)
+                try:
+                    self._proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    pass
+                _signal_group(self._proc.pid, signal.SIGKILL)
             try:
-                self._proc.wait(timeout=grace)
+                self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                pass
-            _signal_group(self._proc.pid, signal.SIGKILL)
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+                self._proc.kill()
+                self._proc.wait()
         for t in self._readers:
             t.join(timeout=2)
+        if on_ended is not None:
+            on_ended()
+
+    @property
+    def ended(self) -> bool:
+        """The child has exited (after a cancel, the background stop has finished)."""
+        return self._proc.poll() is not None
 
 
 #: Started processes; the ones still running are ended when this interpreter (Slicer) exits.
@@ -219,18 +239,36 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+class PythonNotFound(RuntimeError):
+    """Inside Slicer, no ``PythonSlicer`` to run the pipeline with."""
+
+
 def python_executable() -> str:
-    """Python to run the pipeline with: Slicer's ``PythonSlicer`` inside Slicer, else this one."""
+    """Python to run the pipeline with: Slicer's ``PythonSlicer`` inside Slicer, else this one.
+
+    Inside Slicer ``sys.executable`` is the Slicer application itself, so it is never used there:
+    PythonSlicer is looked for next to Slicer (``<Slicer home>/bin``), then on PATH; when it is
+    missing this raises :class:`PythonNotFound` with a one-line message.
+    """
     import shutil
 
     try:
         import slicer
 
-        in_slicer = hasattr(slicer, "app")
+        app = getattr(slicer, "app", None)
     except ImportError:
-        in_slicer = False
-    if in_slicer:
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-    return sys.executable
+        app = None
+    if app is None:
+        return sys.executable
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    places = [os.path.join(str(app.slicerHome), "bin", name)] if getattr(app, "slicerHome", None) else []
+    for place in places:
+        if os.path.isfile(place) and os.access(place, os.X_OK):
+            return place
+    found = shutil.which(name)
+    if found:
+        return found
+    raise PythonNotFound(
+        f"{name} was not found (looked in {', '.join(places) or 'Slicer bin'} and on PATH); "
+        "reinstall Slicer, or run the brainbarriers command line outside Slicer"
+    )

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from . import export
 from .errors import BrainBarriersError, InputError
-from .io import read_image
+from .io import MAX_CASE_LENGTH, case_name, read_image
+from .output_lock import case_lock
 from .pipeline import Segmenter, output_labels_for
+from .resources import check_memory
 from .structures import MODALITIES
 
 _IMAGE_EXT = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".nhdr")
@@ -23,8 +25,12 @@ class CaseFiles:
 
 
 def check_case_name(case: str) -> str:
-    if not case or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", case):
-        raise InputError(f"case name {case!r} must be letters, digits, '.', '_' or '-'")
+    """An explicit case name (--case, a CSV's case column), strictly: it becomes part of file names."""
+    if not case or len(case) > MAX_CASE_LENGTH or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", case):
+        raise InputError(
+            f"case name {case!r} is not allowed: use letters, digits, '.', '_' or '-', start with a letter or digit, "
+            f"at most {MAX_CASE_LENGTH} characters"
+        )
     return case
 
 
@@ -36,12 +42,28 @@ def run_case(
     overwrite: bool = False,
     overview: bool = False,
     challenge: bool = False,
+    extra: dict | None = None,
 ) -> dict[str, str]:
-    """Segment one case and write its outputs atomically; returns {kind: path}."""
+    """Segment one case and write its outputs atomically; returns {kind: path}.
+
+    The case's lock is held from the check for existing outputs to their rename, so a second run into
+    the same folder and case stops with a clear message instead of mixing its files with this one's.
+    ``extra``: more outputs as ``{kind: (path, writer(tmp_path, result, values, bundle))}`` (DICOM).
+    """
     check_case_name(case)
-    paths = export.output_paths(out_dir, case, overview, challenge, segmenter.options.uncertainty)
+    extra = extra or {}
+    paths = {**export.output_paths(out_dir, case, overview, challenge, segmenter.options.uncertainty),
+             **{k: p for k, (p, _) in extra.items()}}
     export.prepare_output_dir(out_dir, paths, overwrite)
+    with case_lock(out_dir, case):
+        export.prepare_output_dir(out_dir, paths, overwrite)  # again: another run may have finished meanwhile
+        return _run_locked(segmenter, inputs, paths, case, overview, challenge, extra)
+
+
+def _run_locked(segmenter: Segmenter, inputs: dict[str, str | Path], paths: dict[str, Path], case: str,
+                overview: bool, challenge: bool, extra: dict) -> dict[str, str]:
     segmenter.bundle.used_modalities(list(inputs))  # refuse an unsupported subset before reading
+    check_memory(inputs, segmenter.bundle)  # from the headers, before any voxel is read
     segmenter.progress("load", 0.01, "reading the input images")
     images = {m: read_image(p, m) for m, p in inputs.items()}
     result = segmenter.run(images)
@@ -56,6 +78,8 @@ def run_case(
             export.write_overview(out.temp["overview"], images[result.reference], result.labels)
         if result.quality.uncertainty is not None:
             export.write_uncertainty(out.temp["uncertainty"], result.quality.uncertainty)
+        for kind, (_, write) in extra.items():
+            write(out.temp[kind], result, values, segmenter.bundle)
         report = export.build_report(
             result, segmenter.bundle, {m: str(Path(p).resolve()) for m, p in inputs.items()}, case,
             segmenter.options.quality, values,
@@ -65,36 +89,60 @@ def run_case(
         return out.commit()
 
 
-def find_cases(source: str | Path) -> list[CaseFiles]:
-    """Cases of a batch: an ABCs-layout folder (NNN/NNN_ct.mha ...) or a CSV (case,ct,t1,t2[,label])."""
+def find_cases(source: str | Path, keys: tuple[str, ...] = MODALITIES,
+               suffixes: dict[str, str] | None = None) -> list[CaseFiles]:
+    """The cases of a batch or data set (the one case-discovery function of the CLI and training).
+
+    ``source``: a CSV (columns ``case`` and ``keys``; relative paths from the CSV's folder), or a
+    folder in the ABCs layout (``NNN/NNN_ct.mha``) or with ``<case>_<suffix><ext>`` files side by
+    side. ``suffixes`` maps a key to its file-name suffix (default: the key itself, e.g. training's
+    ``{"label": "labelmap_task1"}``). Case names from file or folder names are made safe
+    (``io.case_name``); a CSV's names are the user's own and are checked strictly when a case runs.
+    Keys without a file are left out of ``CaseFiles.inputs``.
+    """
     source = Path(source).expanduser()
     if not source.exists():
         raise InputError(f"{source}: not found")
-    cases: list[CaseFiles] = []
+    suffix = {k: (suffixes or {}).get(k, k) for k in keys}
     if source.is_file():
-        try:
-            with open(source, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"{source}: cannot read the CSV ({exc})") from None
-        if not rows or "case" not in rows[0]:
-            raise InputError(f"{source}: a CSV with a header 'case,ct,t1,t2' is needed")
-        for row in rows:
-            inputs = {m: (source.parent / row[m].strip()) for m in MODALITIES if (row.get(m) or "").strip()}
-            cases.append(CaseFiles(row["case"].strip(), inputs))
-        return cases
-    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-        inputs = {}
-        for m in MODALITIES:
-            for ext in _IMAGE_EXT:
-                candidate = folder / f"{folder.name}_{m}{ext}"
-                if candidate.exists():
-                    inputs[m] = candidate
-                    break
-        if inputs:
-            cases.append(CaseFiles(folder.name, inputs))
-    if not cases:
-        raise InputError(f"{source}: no case folders (NNN/NNN_ct.mha, NNN_t1.mha, NNN_t2.mha) found")
+        return _cases_from_csv(source, keys)
+    pattern = re.compile(
+        r"^(?P<case>.+?)_(?P<suffix>" + "|".join(re.escape(v) for v in suffix.values()) + r")(?P<ext>"
+        + "|".join(re.escape(e) for e in _IMAGE_EXT) + r")$", re.IGNORECASE)
+    by_suffix = {v.lower(): k for k, v in suffix.items()}
+    found: dict[str, dict[str, Path]] = {}
+    for path in sorted(list(source.glob("*")) + list(source.glob("*/*"))):
+        m = pattern.match(path.name)
+        if not m or not path.is_file():
+            continue
+        if path.parent != source and m["case"] != path.parent.name:
+            continue  # ABCs layout: NNN/NNN_ct.mha
+        found.setdefault(m["case"], {}).setdefault(by_suffix[m["suffix"].lower()], path)
+    if not found:
+        raise InputError(f"{source}: no case folders (NNN/NNN_ct.mha, NNN_t1.mha, NNN_t2.mha) or case files found")
+    cases = [CaseFiles(case_name(name), inputs) for name, inputs in sorted(found.items())]
+    names = [c.case for c in cases]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise InputError(f"{source}: several cases would be named {', '.join(clashes)}; rename their files or use a CSV")
+    return cases
+
+
+def _cases_from_csv(source: Path, keys: tuple[str, ...]) -> list[CaseFiles]:
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{source}: cannot read the CSV ({exc})") from None
+    if not rows or "case" not in rows[0]:
+        raise InputError(f"{source}: a CSV with a header 'case,{','.join(keys)}' is needed")
+    cases: list[CaseFiles] = []
+    for row in rows:
+        inputs = {k: (source.parent / row[k].strip()) for k in keys if (row.get(k) or "").strip()}
+        name = (row.get("case") or "").strip()
+        if not name and inputs:
+            name = case_name(next(iter(inputs.values())))
+        cases.append(CaseFiles(name, inputs))
     return cases
 
 
@@ -104,8 +152,11 @@ def case_done(out_dir: str | Path, case: str) -> bool:
 
 
 def run_batch(segmenter: Segmenter, cases: list[CaseFiles], out_dir: str | Path, overwrite: bool = False,
-              overview: bool = False, challenge: bool = False, log=None) -> list[dict]:
-    """Run every case; finished cases are skipped, a failing case does not stop the others."""
+              overview: bool = False, challenge: bool = False, log=None, extra=None) -> list[dict]:
+    """Run every case; finished cases are skipped, a failing case does not stop the others.
+
+    ``extra``: a function of a case giving ``run_case``'s extra outputs (DICOM exports).
+    """
     import time
 
     rows = []
@@ -117,7 +168,7 @@ def run_batch(segmenter: Segmenter, cases: list[CaseFiles], out_dir: str | Path,
         if log:
             log(f"[{n + 1}/{len(cases)}] {c.case}")
         try:
-            run_case(segmenter, c.inputs, out_dir, c.case, overwrite, overview, challenge)
+            run_case(segmenter, c.inputs, out_dir, c.case, overwrite, overview, challenge, extra(c) if extra else None)
             rows.append({"case": c.case, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), "message": ""})
         except BrainBarriersError as exc:
             if getattr(exc, "exit_code", 0) in (130, 143):

@@ -43,6 +43,44 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument("--dicom-seg", action="store_true", help="also write <case>_seg.dcm (DICOM SEG; DICOM reference input)")
+    p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm (DICOM RTSTRUCT; DICOM reference input)")
+
+
+def _dicom_extra(args, inputs: dict, case: str) -> dict:
+    """The DICOM outputs asked for (checked before any segmentation); {} without the flags."""
+    if not (args.dicom_seg or args.rtstruct):
+        return {}
+    from .dicom.outputs import dicom_outputs
+
+    return dicom_outputs(inputs, args.output, case, args.dicom_seg, args.rtstruct)
+
+
+def _add_serve_parser(sub) -> None:
+    serve = sub.add_parser("serve", help="run the auto-contouring DICOM storage node (README: DICOM)")
+    serve.add_argument("--config", required=True, help="node configuration (JSON)")
+    serve.add_argument("--list", action="store_true", help="list the work folder's studies and their status, then exit")
+    serve.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args, progress) -> int:
+    from .dicom.outputs import require_libraries
+
+    require_libraries("pydicom", "highdicom", "pynetdicom")
+    from .dicom import node
+    from .dicom.config import load_config
+
+    config = load_config(args.config)
+    if args.list:
+        print(node.study_table(config))
+        return 0
+    node.setup_logging(config)
+    try:
+        node.serve(config)
+    except Cancelled:
+        print("brainbarriers: node stopped; unfinished studies go on at the next start", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--overwrite", action="store_true", help="replace an existing case")
     col.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     col.set_defaults(func=cmd_collect)
+    _add_serve_parser(sub)
 
     models = sub.add_parser("models", help="list, download, import, verify or locate model bundles")
     msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
@@ -147,10 +186,12 @@ def cmd_segment(args, progress) -> int:
     case = args.case or case_name(inputs[next(m for m in MODALITIES if m in inputs)])
     from .export import output_paths, prepare_output_dir
 
-    prepare_output_dir(args.output, output_paths(args.output, case, args.overview, args.challenge_format, args.uncertainty),
-                       args.overwrite)
+    extra = _dicom_extra(args, inputs, case)
+    paths = {**output_paths(args.output, case, args.overview, args.challenge_format, args.uncertainty),
+             **{k: p for k, (p, _) in extra.items()}}
+    prepare_output_dir(args.output, paths, args.overwrite)
     segmenter = _segmenter(args, progress)
-    outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format)
+    outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format, extra)
     notes = segmenter.runner.notes
     message = f"segmented {case} on {segmenter.runner.device}" + (f" ({'; '.join(notes)})" if notes else "")
     progress.done(message, outputs)
@@ -171,9 +212,12 @@ def cmd_batch(args, progress) -> int:
 
     _check_structures(args.structures)
     cases = find_cases(args.input)
+    for c in cases:  # every reference must be a DICOM series before the first case runs
+        _dicom_extra(args, c.inputs, c.case)
     segmenter = _segmenter(args, progress)
     log = (lambda m: print(m, file=sys.stderr)) if args.progress != "json" else None
-    rows = run_batch(segmenter, cases, args.output, args.overwrite, args.overview, args.challenge_format, log)
+    rows = run_batch(segmenter, cases, args.output, args.overwrite, args.overview, args.challenge_format, log,
+                     lambda c: _dicom_extra(args, c.inputs, c.case))
     table = summary_table(rows)
     import csv
 
@@ -217,13 +261,13 @@ def cmd_models_list(args, progress) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<32} {'inputs':<12} {'cpu s':>7} {'gpu s':>7}  installed")
+    print(f"{'model':<32} {'inputs':<12} {'cpu s':>7} {'gpu s':>7}  {'licence':<14} installed")
     for r in rows:
         t = r.get("timings") or {}
         mods = "+".join((r.get("inputs") or {}).get("modalities", []))
         fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         print(f"{r['id'] + '@' + r['version']:<32} {mods:<12} {fmt(t.get('cpu_s')):>7} {fmt(t.get('gpu_s')):>7}  "
-              f"{r['installed'] or 'no'}")
+              f"{r.get('licence') or 'unknown':<14} {r['installed'] or 'no'}")
     return 0
 
 

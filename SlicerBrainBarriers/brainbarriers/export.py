@@ -184,37 +184,53 @@ def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str
 
 
 def write_overview(path: str | Path, reference: sitk.Image, labels: sitk.Image) -> None:
-    """Three orthogonal slices through the segmentation's centre, labels in their table colours."""
-    import matplotlib
+    """Axial, coronal and sagittal slices through the segmentation's centre side by side, labels
+    blended in their table colours, a colour key below (left to right in label order).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
+    Drawn with numpy and written with SimpleITK's PNG writer: no plotting library is needed, so
+    ``--overview`` works wherever the core package does (inside Slicer too).
+    """
     oriented = sitk.DICOMOrient(reference, "LPS")
-    img = sitk.GetArrayFromImage(oriented)  # (S..., P..., L...) order K,J,I
+    img = sitk.GetArrayFromImage(oriented).astype(np.float32)  # (S..., P..., L...) order K,J,I
     lab = sitk.GetArrayFromImage(sitk.DICOMOrient(labels, "LPS"))
     sp = oriented.GetSpacing()
     nz = np.argwhere(lab > 0)
     centre = nz.mean(0).astype(int) if len(nz) else np.array(lab.shape) // 2
-    colours = np.zeros((256, 4))
-    for lb in OUTPUT_LABELS:
-        colours[lb.value] = (*lb.color_float, 0.6)
-    cmap = ListedColormap(colours)
     lo, hi = np.percentile(img, [1, 99])
+    colours = np.zeros((256, 3), np.float32)
+    for lb in OUTPUT_LABELS:
+        colours[lb.value] = lb.color_float
+    # rows/columns of each view and the physical size of one pixel along them
     views = [
-        ("axial", img[centre[0]], lab[centre[0]], sp[1] / sp[0]),
-        ("coronal", img[:, centre[1]][::-1], lab[:, centre[1]][::-1], sp[2] / sp[0]),
-        ("sagittal", img[:, :, centre[2]][::-1], lab[:, :, centre[2]][::-1], sp[2] / sp[1]),
+        (img[centre[0]], lab[centre[0]], sp[1], sp[0]),
+        (img[:, centre[1]][::-1], lab[:, centre[1]][::-1], sp[2], sp[0]),
+        (img[:, :, centre[2]][::-1], lab[:, :, centre[2]][::-1], sp[2], sp[1]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (title, im, lb, aspect) in zip(axes, views):
-        ax.imshow(im, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-        ax.imshow(lb, cmap=cmap, vmin=0, vmax=255, aspect=aspect, interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=lb.color_float) for lb in OUTPUT_LABELS]
-    fig.legend(handles, [lb.name for lb in OUTPUT_LABELS], loc="lower center", ncol=5, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(str(path), dpi=80, format="png")
-    plt.close(fig)
+    pixel = min(min(v[2], v[3]) for v in views)
+    panels = [_overview_panel(im, lb, row_mm / pixel, col_mm / pixel, lo, hi, colours) for im, lb, row_mm, col_mm in views]
+    height = max(p.shape[0] for p in panels)
+    gap = np.full((height, 8, 3), 255, np.uint8)
+    row = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in panels]
+    strip = np.concatenate([x for p in row for x in (p, gap)][:-1], axis=1)
+    step = max(8, min(40, (strip.shape[1] - 8) // len(OUTPUT_LABELS)))
+    key = np.full((28, max(strip.shape[1], 8 + step * len(OUTPUT_LABELS)), 3), 255, np.uint8)
+    strip = np.pad(strip, ((0, 0), (0, key.shape[1] - strip.shape[1]), (0, 0)), constant_values=255)
+    for n, lb in enumerate(OUTPUT_LABELS):  # one swatch per structure, in label order
+        x0 = 8 + n * step
+        key[6:22, x0:x0 + step - 6] = np.round(np.array(lb.color_float) * 255).astype(np.uint8)
+    canvas = np.concatenate([strip, key], axis=0)
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("PNGImageIO")  # the file may have a temporary name without .png (AtomicOutputs)
+    writer.SetFileName(str(path))
+    writer.Execute(sitk.GetImageFromArray(canvas, isVector=True))
+
+
+def _overview_panel(image, labels, row_scale, col_scale, lo, hi, colours) -> np.ndarray:
+    """One view as RGB uint8, resampled (nearest) to square pixels, labels blended at 60 %."""
+    rows = np.minimum((np.arange(int(round(image.shape[0] * row_scale))) / row_scale).astype(int), image.shape[0] - 1)
+    cols = np.minimum((np.arange(int(round(image.shape[1] * col_scale))) / col_scale).astype(int), image.shape[1] - 1)
+    image, labels = image[np.ix_(rows, cols)], labels[np.ix_(rows, cols)]
+    grey = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)[..., None].repeat(3, axis=2)
+    alpha = np.where(labels > 0, 0.6, 0.0)[..., None]
+    rgb = grey * (1 - alpha) + colours[np.clip(labels, 0, 255).astype(int)] * alpha
+    return np.round(rgb * 255).astype(np.uint8)

@@ -119,6 +119,21 @@ def expand_box(box: Box, margin: int | tuple[int, int, int], shape: tuple[int, .
     return lo, hi  # type: ignore[return-value]
 
 
+def grow_box(box: Box, size: tuple[int, int, int] | list[int], shape: tuple[int, ...]) -> Box:
+    """Grow a box about its centre to at least ``size`` voxels per axis, shifted to stay inside
+    ``shape`` (an axis of ``shape`` smaller than ``size`` is taken whole)."""
+    lo, hi = [], []
+    for a, b, n, s in zip(box[0], box[1], size, shape):
+        if b - a >= n or s <= n:
+            lo.append(max(0, a) if b - a >= n else 0)
+            hi.append(min(s, b) if b - a >= n else s)
+            continue
+        start = min(max(0, a - (n - (b - a)) // 2), s - n)
+        lo.append(start)
+        hi.append(start + n)
+    return tuple(lo), tuple(hi)  # type: ignore[return-value]
+
+
 def box_slices(box: Box) -> tuple[slice, slice, slice]:
     return tuple(slice(a, b) for a, b in zip(*box))  # type: ignore[return-value]
 

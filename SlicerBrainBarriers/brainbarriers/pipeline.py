@@ -30,6 +30,9 @@ MIN_ALIGNMENT_DICE = 0.6
 #: Centroid distance (mm) above which an MR is called misaligned with the reference.
 MAX_CENTROID_MM = 20.0
 
+#: Array axis of left-right on the model grid (identity direction: numpy axis 2 is x, LPS's L).
+LR_AXIS = 2
+
 # Overall progress fraction at the start of each stage.
 _STAGE_START = {"load": 0.0, "prepare": 0.05, "coarse": 0.15, "fine": 0.3, "postprocess": 0.9, "export": 0.95}
 
@@ -40,7 +43,7 @@ class SegmentOptions:
 
     Args:
         structures: output-label or fine-target keys (None: all the model segments).
-        quality: "fast" or "full" (adds flip test-time augmentation).
+        quality: "fast" or "full" (adds left-right flip test-time augmentation).
         register: rigidly co-register MR inputs to the reference.
         check_alignment: refuse inputs whose head masks do not line up.
         cleanup: drop small connected components per structure.
@@ -137,36 +140,64 @@ def check_alignment(
     return stats
 
 
-def keep_large_components(mask: np.ndarray, min_fraction: float = 0.1, min_voxels: int = 8) -> np.ndarray:
-    """Keep connected components at least ``min_fraction`` of the largest (and ``min_voxels``)."""
+#: Components smaller than this fraction of a structure's largest are dropped (boxes and clean-up).
+#: Low on purpose: the 4th ventricle is a few percent of the lateral ventricles' volume.
+MIN_COMPONENT_FRACTION = 0.02
+#: A coarse argmax region below this many voxels is too small to trust as a box.
+MIN_COARSE_VOXELS = 8
+#: Fallback: a target's own coarse probability at or above this marks its region when its argmax
+#: region is (almost) empty. Thin targets lying against a plump one (the transverse sinus on the
+#: tentorium) keep a clear probability of their own but lose the argmax at low resolution.
+FALLBACK_PROBABILITY = 0.2
+
+
+def keep_large_components(mask: np.ndarray, min_fraction: float = MIN_COMPONENT_FRACTION,
+                          min_voxels: int = 8) -> np.ndarray:
+    """Keep connected components (26-connected) at least ``min_fraction`` of the largest and at least
+    ``min_voxels`` (when the largest is itself smaller than ``min_voxels``, only the largest is kept)."""
     if not mask.any():
         return mask
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
     labels = sitk.GetArrayFromImage(cc)
     sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else 1, min_fraction * sizes[0])) + 1
+    keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else sizes[0], min_fraction * sizes[0])) + 1
     return np.isin(labels, keep)
 
 
+def coarse_region(probabilities: np.ndarray, index: int) -> tuple[np.ndarray, str]:
+    """The coarse-grid region of one target and how it was found ("argmax", "fallback" or "missing").
+
+    ``probabilities``: coarse softmax (K, D, H, W). The region is the target's argmax voxels (large
+    components); when that holds fewer than MIN_COARSE_VOXELS, the voxels where the target's own
+    probability reaches FALLBACK_PROBABILITY (large components) stand in for it.
+    """
+    region = keep_large_components(probabilities.argmax(0) == index)
+    if region.sum() >= MIN_COARSE_VOXELS:
+        return region, "argmax"
+    fallback = keep_large_components(probabilities[index] >= FALLBACK_PROBABILITY)
+    if fallback.any():
+        return fallback | region, "fallback"
+    return region, ("argmax" if region.any() else "missing")
+
+
 def coarse_boxes(
-    coarse_labels: np.ndarray,
+    probabilities: np.ndarray,
     coarse: sitk.Image,
     grid: sitk.Image,
     targets: list[FineTarget],
     margins: dict[str, int],
-) -> dict[str, geometry.Box | None]:
-    """Per fine target: the model-grid box of its coarse mask (large components) plus its margin."""
+) -> tuple[dict[str, geometry.Box | None], dict[str, str]]:
+    """Per fine target: the model-grid box of its coarse region plus its margin, and how the region
+    was found (see ``coarse_region``). Used by the pipeline and by training (coarse-checkpoint boxes)."""
     shape = tuple(reversed(grid.GetSize()))
     boxes: dict[str, geometry.Box | None] = {}
+    how: dict[str, str] = {}
     for t in targets:
-        mask = keep_large_components(coarse_labels == t.coarse_index)
-        box = geometry.mask_box(mask)
-        if box is None:
-            boxes[t.key] = None
-            continue
-        mapped = geometry.map_box(box, coarse, grid)
-        boxes[t.key] = geometry.expand_box(mapped, margins[t.key], shape)
-    return boxes
+        region, how[t.key] = coarse_region(probabilities, t.coarse_index)
+        box = geometry.mask_box(region)
+        boxes[t.key] = None if box is None else geometry.expand_box(geometry.map_box(box, coarse, grid),
+                                                                    margins.get(t.key, 0), shape)
+    return boxes, how
 
 
 def paste_by_probability(
@@ -181,7 +212,7 @@ def paste_by_probability(
 
 
 def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
-    """Per label value, drop connected components smaller than a tenth of its largest."""
+    """Per label value, drop connected components that ``keep_large_components`` would not keep."""
     out = labels.copy()
     for v in values:
         mask = labels == v
@@ -221,6 +252,51 @@ def fine_axes(target: FineTarget, spec: dict, grid: sitk.Image) -> tuple[int | N
     needed = array_axis(grid.GetDirection(), slice_axis)
     trained = spec["options"].get("inter_slice_axis")
     return needed, (needed if trained is None else int(trained))
+
+
+@dataclass
+class PreparedInputs:
+    """A case's inputs as the networks see them: both grids and the normalised channels on each."""
+
+    grid: sitk.Image
+    coarse_grid: sitk.Image
+    channels: np.ndarray
+    coarse_channels: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_inputs(
+    images: dict[str, sitk.Image],
+    reference_key: str,
+    spacing: tuple[float, float, float],
+    coarse_spacing: tuple[float, float, float],
+    modalities: list[str] | tuple[str, ...],
+    schemes: dict[str, dict],
+    transforms: dict[str, sitk.Transform] | None = None,
+    alignment_check: bool = True,
+) -> PreparedInputs:
+    """Inputs -> model and coarse grids (around the reference) -> normalised channels.
+
+    The one preprocessing path: ``Segmenter`` and training's ``prepare`` both call it. Each grid's
+    channels are resampled from the originals and normalised on that grid.
+    """
+    reference = images[reference_key]
+    for m, img in images.items():
+        if m != reference_key:
+            geometry.check_overlap(img, reference, m)
+    grid = geometry.model_grid(reference, spacing)
+    coarse_grid = geometry.model_grid(reference, coarse_spacing)
+    notes: list[str] = []
+    coarse_arrays = resample_inputs(images, coarse_grid, transforms)
+    if alignment_check and len(images) > 1:
+        valid = {m: geometry.coverage(img, coarse_grid, (transforms or {}).get(m)) for m, img in images.items()}
+        stats = check_alignment(coarse_arrays, reference_key, coarse_grid.GetSpacing(), valid)
+        notes += [f"{m} vs {reference_key}: head overlap Dice {s['foreground_dice']}, centroids {s['centroid_mm']} mm apart"
+                  for m, s in stats.items()]
+    coarse_channels = stack_channels(coarse_arrays, modalities, schemes)
+    del coarse_arrays
+    channels = stack_channels(resample_inputs(images, grid, transforms), modalities, schemes)
+    return PreparedInputs(grid, coarse_grid, channels, coarse_channels, notes)
 
 
 # --- the whole run ----------------------------------------------------------------------------------
@@ -268,7 +344,9 @@ class Segmenter:
         return self._nets[key]
 
     def _flip_axes(self) -> tuple[int, ...]:
-        return (0, 1, 2) if self.options.quality == "full" else ()
+        # Only left-right: the networks were trained with left-right flips alone (the head is not
+        # symmetric in the other directions), so averaging other flips would feed unseen images.
+        return (LR_AXIS,) if self.options.quality == "full" else ()
 
     def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image,
                          flips: tuple[int, ...] | None = None) -> np.ndarray:
@@ -277,7 +355,7 @@ class Segmenter:
         spec = self.bundle.network_spec(target.key)
         needed, trained = fine_axes(target, spec, grid)
         overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
-        max_crop = list(spec["max_crop"])
+        max_crop = list(spec.get("window") or spec["max_crop"])  # trained on fixed windows: tile with them
         swap = needed is not None and trained != needed
         if swap:  # present the thin axis where the weights expect it
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
@@ -286,66 +364,53 @@ class Segmenter:
                                    self._flip_axes() if flips is None else flips)[1]
         return np.swapaxes(prob, needed, trained) if swap else prob
 
-    def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
-        """Segment one case given its input images (keys "ct", "t1", "t2")."""
-        timings: dict[str, float] = {}
-        notes: list[str] = []
-        tick = time.perf_counter()
-        opts = self.options
+    # --- stages of one run -------------------------------------------------------------------------
+
+    def select_inputs(self, images: dict[str, sitk.Image]) -> tuple[dict[str, sitk.Image], str, list[str]]:
+        """(the inputs the model uses, the reference key, notes about ignored inputs)."""
         ignored = [m for m in images if m not in self.bundle.modalities]
-        if ignored:
-            notes.append(f"model {self.bundle.id} does not use {', '.join(ignored)}; ignored")
+        notes = [f"model {self.bundle.id} does not use {', '.join(ignored)}; ignored"] if ignored else []
         used = self.bundle.used_modalities(list(images))
         images = {m: images[m] for m in used}
-        reference_key = choose_reference(images)
-        reference = images[reference_key]
+        return images, choose_reference(images), notes
 
-        # prepare: grids, alignment, normalisation
+    def prepare(self, images: dict[str, sitk.Image], reference_key: str) -> PreparedInputs:
+        """Registration (optional), grids, alignment check and normalisation."""
         self.progress("prepare", _STAGE_START["prepare"], f"resampling onto the {self.bundle.spacing[0]} mm model grid")
-        for m, img in images.items():
-            if m != reference_key:
-                geometry.check_overlap(img, reference, m)
-        grid = geometry.model_grid(reference, self.bundle.spacing)
-        coarse_grid = geometry.model_grid(reference, self.bundle.coarse_spacing)
-        transforms = None
-        if opts.register and len(images) > 1:
+        transforms, notes = None, []
+        if self.options.register and len(images) > 1:
             self.progress("prepare", 0.07, "co-registering MR to the reference (rigid, mutual information)")
             transforms = registration_transforms(images, reference_key)
-            timings["register"] = time.perf_counter() - tick
-            notes += [f"{m} registered rigidly to {reference_key}: {[round(float(v), 3) for v in t.GetParameters()]}"
-                      for m, t in transforms.items()]
+            notes = [f"{m} registered rigidly to {reference_key}: {[round(float(v), 3) for v in t.GetParameters()]}"
+                     for m, t in transforms.items()]
         schemes = {m: self.bundle.normalisation(m) for m in self.bundle.modalities}
-        # each stage's input is resampled from the originals and normalised on its own grid (as in training)
-        coarse_arrays = resample_inputs(images, coarse_grid, transforms)
-        if opts.check_alignment and len(images) > 1:
-            valid = {m: geometry.coverage(img, coarse_grid, (transforms or {}).get(m)) for m, img in images.items()}
-            stats = check_alignment(coarse_arrays, reference_key, coarse_grid.GetSpacing(), valid)
-            notes += [f"{m} vs {reference_key}: head overlap Dice {s['foreground_dice']}, centroids {s['centroid_mm']} mm apart"
-                      for m, s in stats.items()]
-        coarse_x = stack_channels(coarse_arrays, self.bundle.modalities, schemes)
-        del coarse_arrays
-        channels = stack_channels(resample_inputs(images, grid, transforms), self.bundle.modalities, schemes)
-        timings["prepare"] = time.perf_counter() - tick
+        prepared = prepare_inputs(images, reference_key, self.bundle.spacing, self.bundle.coarse_spacing,
+                                  self.bundle.modalities, schemes, transforms, self.options.check_alignment)
+        prepared.notes[:0] = notes
+        return prepared
 
-        # coarse localisation
-        t0 = time.perf_counter()
+    def localise(self, prepared: PreparedInputs) -> tuple[dict[str, geometry.Box | None], list[str]]:
+        """Coarse stage: per target, its box (with margin) on the model grid, or None."""
         self.progress("coarse", _STAGE_START["coarse"], "coarse localisation")
         margins = {t.key: int(self.bundle.network_spec(t.key)["margin"]) for t in self.targets}
-        coarse_spec = self.bundle.network_spec("coarse")
-        probs = self.runner.predict(self.network("coarse"), coarse_x, tuple(coarse_spec["max_crop"]), self._flip_axes())
-        coarse_labels = probs.argmax(0).astype(np.uint8)
-        del probs, coarse_x
-        boxes = coarse_boxes(coarse_labels, coarse_grid, grid, self.targets, margins)
-        if opts.fine_boxes:
-            boxes.update({k: v for k, v in opts.fine_boxes.items() if k in boxes})
-        timings["coarse"] = time.perf_counter() - t0
+        spec = self.bundle.network_spec("coarse")
+        probs = self.runner.predict(self.network("coarse"), prepared.coarse_channels, tuple(spec["max_crop"]),
+                                    self._flip_axes())
+        boxes, how = coarse_boxes(probs, prepared.coarse_grid, prepared.grid, self.targets, margins)
+        notes = [f"{k}: coarse argmax region too small; box from its own coarse probability >= {FALLBACK_PROBABILITY}"
+                 for k, h in how.items() if h == "fallback"]
+        if self.options.fine_boxes:
+            boxes.update({k: v for k, v in self.options.fine_boxes.items() if k in boxes})
+        return boxes, notes
 
-        # fine segmentation per target, pasted back by probability
-        t0 = time.perf_counter()
-        shape = channels.shape[1:]
+    def segment_fine(self, prepared: PreparedInputs, boxes: dict[str, geometry.Box | None],
+                     timings: dict[str, float], probabilities: dict | None = None) -> tuple[np.ndarray, list[str]]:
+        """Fine stage: each target's network in its box, pasted back where its probability is highest
+        (``probabilities``, when given, receives each target's (box, foreground probability))."""
+        shape = prepared.channels.shape[1:]
         labels = np.zeros(shape, dtype=np.uint8)
         best = np.zeros(shape, dtype=np.float32)
-        probabilities: dict[str, tuple[geometry.Box, np.ndarray]] = {}
+        notes = []
         for n, t in enumerate(self.targets):
             frac = _STAGE_START["fine"] + (_STAGE_START["postprocess"] - _STAGE_START["fine"]) * n / len(self.targets)
             box = boxes.get(t.key)
@@ -353,40 +418,68 @@ class Segmenter:
                 notes.append(f"{t.key}: not found by the coarse stage; left empty")
                 self.progress("fine", frac, f"{t.name}: not found by the coarse stage")
                 continue
+            spec = self.bundle.network_spec(t.key)
+            if spec.get("window"):  # the context the network was trained with: at least one training window
+                window = list(spec["window"])
+                needed, trained = fine_axes(t, spec, prepared.grid)
+                if needed is not None and needed != trained:  # the window is in the trained orientation
+                    window[needed], window[trained] = window[trained], window[needed]
+                box = geometry.grow_box(box, window, shape)
             size = tuple(b - a for a, b in zip(*box))
             self.progress("fine", frac, f"{t.name} ({size[2]}x{size[1]}x{size[0]} voxels)")
             ts = time.perf_counter()
-            prob = self.fine_probability(t, channels[(slice(None), *geometry.box_slices(box))], grid)
+            prob = self.fine_probability(t, prepared.channels[(slice(None), *geometry.box_slices(box))], prepared.grid)
             paste_by_probability(labels, best, prob, box, t.label)
-            probabilities[t.key] = (box, prob)
+            if probabilities is not None:
+                probabilities[t.key] = (box, prob)
             timings[f"fine_{t.key}"] = time.perf_counter() - ts
-        timings["fine"] = time.perf_counter() - t0
-        del best
+        return labels, notes
 
-        # post-processing and back to the reference grid
-        t0 = time.perf_counter()
+    def postprocess(self, labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
+        """Clean-up (optional) and the labels on the reference's exact grid."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
-        values = sorted({t.label for t in self.targets})
-        if opts.cleanup:
-            labels = cleanup_labels(labels, values)
-        out = labels_to_reference(labels, grid, reference)
+        if self.options.cleanup:
+            labels = cleanup_labels(labels, sorted({t.label for t in self.targets}))
+        return labels_to_reference(labels, grid, reference)
+
+    def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
+        """Segment one case given its input images (keys "ct", "t1", "t2")."""
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str, since: float) -> float:
+            now = time.perf_counter()
+            timings[name] = now - since
+            return now
+
+        images, reference_key, notes = self.select_inputs(images)
+        prepared = self.prepare(images, reference_key)
+        notes += prepared.notes
+        mark = lap("prepare", tick)
+        boxes, box_notes = self.localise(prepared)
+        mark = lap("coarse", mark)
+        probabilities: dict[str, tuple[geometry.Box, np.ndarray]] = {}
+        labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
+        mark = lap("fine", mark)
+        grid = prepared.grid
+        out = self.postprocess(labels, grid, images[reference_key])
         assessment = quality.assess(
-            out, self.targets, probabilities, coarse_labels, self.bundle.manifest.get("volume_stats"),
-            quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), channels,
-                             array_axis(grid.GetDirection(), "LR")) if opts.quality == "full" else None,
-            (grid, reference) if opts.uncertainty else None)
-        timings["postprocess"] = time.perf_counter() - t0
+            out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
+            quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)
+            if self.options.quality == "full" else None,
+            images[reference_key] if self.options.uncertainty else None)
+        del prepared
+        lap("postprocess", mark)
         timings["total"] = time.perf_counter() - tick
         box_report = {
-            t.key: (None if boxes.get(t.key) is None else
-                    {"model_grid_index": [list(boxes[t.key][0]), list(boxes[t.key][1])],
-                     "world_lps_mm": geometry.box_world(boxes[t.key], grid)})
-            for t in self.targets
+            k: (None if box is None else {"model_grid_index": [list(box[0]), list(box[1])],
+                                          "world_lps_mm": geometry.box_world(box, grid)})
+            for k, box in boxes.items()
         }
         return SegmentResult(
-            labels=out, reference=reference_key, modalities=used, targets=[t.key for t in self.targets],
+            labels=out, reference=reference_key, modalities=list(images), targets=[t.key for t in self.targets],
             boxes=box_report, timings={k: round(v, 3) for k, v in timings.items()},
-            notes=notes + self.runner.notes, device=str(self.runner.device), quality=assessment,
+            notes=notes + box_notes + fine_notes + self.runner.notes, device=str(self.runner.device), quality=assessment,
         )
 
 

@@ -1,36 +1,12 @@
-"""Resampling to the model grid and intensity normalisation (shared by inference and training)."""
+"""Intensity normalisation, channel stacking and patient-to-array axis mapping (shared by inference and training)."""
 
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from .structures import PatientAxis
 
 _PATIENT_AXIS_ROW = {"LR": 0, "AP": 1, "IS": 2}
-
-
-def resample_to_spacing(
-    image: sitk.Image,
-    spacing: tuple[float, float, float],
-    interpolator: int = sitk.sitkLinear,
-    default_value: float = 0.0,
-) -> sitk.Image:
-    """Resample ``image`` to ``spacing`` (mm) keeping its origin, direction and physical extent."""
-    old_size = np.array(image.GetSize())
-    old_spacing = np.array(image.GetSpacing())
-    new_size = np.maximum(1, np.round(old_size * old_spacing / np.array(spacing))).astype(int)
-    return sitk.Resample(
-        image,
-        [int(s) for s in new_size],
-        sitk.Transform(),
-        interpolator,
-        image.GetOrigin(),
-        tuple(float(s) for s in spacing),
-        image.GetDirection(),
-        default_value,
-        image.GetPixelID() if interpolator == sitk.sitkNearestNeighbor else sitk.sitkFloat32,
-    )
 
 
 def array_axis(direction: tuple[float, ...], patient_axis: PatientAxis) -> int:
@@ -51,6 +27,10 @@ def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return ((array - mean) / max(std, 1e-6)).astype(np.float32)
 
 
+#: Fraction of the intensity range above the minimum below which a voxel is background.
+HEAD_TOLERANCE = 1e-4
+
+
 def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> np.ndarray:
     """Normalise one modality as a model declares.
 
@@ -60,7 +40,11 @@ def normalise(array: np.ndarray, modality: str, scheme: dict | None = None) -> n
     """
     scheme = scheme or {}
     a = array.astype(np.float32)
-    head = a > a.min()
+    # "Above the minimum" with a tolerance: resampling leaves background at the minimum plus rounding
+    # noise (1e-13), which a strict comparison would count as head, flipping the statistics with the
+    # last bits of floating point (different CPUs, grids or thread counts).
+    lo, hi = float(a.min()), float(a.max())
+    head = a > lo + HEAD_TOLERANCE * (hi - lo)
     if not head.any():
         head = np.ones_like(a, dtype=bool)
     if "clip" in scheme:

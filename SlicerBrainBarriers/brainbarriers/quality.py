@@ -14,8 +14,8 @@ Kinds (``KINDS``):
 * ``flip``: a pass on the left-right mirrored input disagrees with the plain pass (Dice), only
   with ``--quality full`` because it costs two more forwards per structure;
 * ``components``: more separate pieces than the structure table's ``components`` column expects;
-* ``border``: the coarse stage's mask reaches the image border, so the field of view may cut the
-  structure off.
+* ``border``: the structure's box from the coarse stage reaches the image border and the structure
+  itself touches it there, so the field of view may cut it off.
 
 The thresholds are data (``Thresholds``); they are set on synthetic data and the demo model,
 not calibrated on clinical review outcomes.
@@ -131,17 +131,13 @@ def flip_dice(predict: Callable[[np.ndarray], np.ndarray], crop: np.ndarray, axi
     return dice(plain, mirrored)
 
 
-def touched_faces(mask: np.ndarray) -> list[str]:
-    """Names of the model-grid faces a mask reaches (empty when it stays inside)."""
-    box = geometry.mask_box(mask)
-    if box is None:
-        return []
+def touched_faces(box: Box, probability: np.ndarray, shape: tuple[int, ...]) -> list[str]:
+    """Names of the model-grid faces that a box reaches and where its probability exceeds 0.5."""
     faces = []
     for axis, (lo, hi) in enumerate(zip(*box)):
-        if lo == 0:
-            faces.append(_FACES[axis][0])
-        if hi == mask.shape[axis]:
-            faces.append(_FACES[axis][1])
+        for side, at_face, index in ((0, lo == 0, 0), (1, hi == shape[axis], -1)):
+            if at_face and (np.take(probability, index, axis=axis) > 0.5).any():
+                faces.append(_FACES[axis][side])
     return faces
 
 
@@ -207,7 +203,7 @@ def border_flag(label: OutputLabel, faces_by_target: dict[str, list[str]]) -> Fl
     faces = sorted({f for fs in faces_by_target.values() for f in fs})
     if not faces:
         return None
-    return Flag(label.key, "border", f"{label.name} reaches the {' and '.join(faces)} image border in the coarse stage: "
+    return Flag(label.key, "border", f"{label.name} reaches the {' and '.join(faces)} image border: "
                 "the field of view may cut it off", float(len(faces)))
 
 
@@ -237,10 +233,10 @@ def assess(
     labels: sitk.Image,
     targets: list[FineTarget],
     probabilities: dict[str, tuple[Box, np.ndarray]],
-    coarse_labels: np.ndarray | None = None,
+    grid: sitk.Image,
     volume_stats: dict | None = None,
     flip: FlipPass | None = None,
-    uncertainty_grid: tuple[sitk.Image, sitk.Image] | None = None,
+    uncertainty_reference: sitk.Image | None = None,
     limits: Thresholds = Thresholds(),
 ) -> Assessment:
     """Every flag of one run.
@@ -248,11 +244,11 @@ def assess(
     Args:
         labels: output labels on the reference grid.
         targets: the fine targets that were run.
-        probabilities: fine-target key -> (model-grid box, foreground probability in it).
-        coarse_labels: the coarse stage's argmax (coarse grid), for the border check.
+        probabilities: fine-target key -> (model-grid box from the coarse stage, foreground probability in it).
+        grid: the model grid the boxes index.
         volume_stats: the manifest's ``volume_stats`` (output-label key -> statistics).
         flip: run the left-right mirrored pass (``--quality full``).
-        uncertainty_grid: (model grid, reference) to build the uncertainty volume on.
+        uncertainty_reference: build the uncertainty volume on this grid (the reference input's).
     """
     arr = sitk.GetArrayViewFromImage(labels)
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
@@ -278,13 +274,13 @@ def assess(
                      for t in parts if t.key in probabilities}
             measure["flip_dice"] = {k: round(v, 4) for k, v in dices.items()}
             flags.append(flip_flag(label, dices, limits))
-        if coarse_labels is not None:
-            faces = {t.key: touched_faces(coarse_labels == t.coarse_index) for t in parts}
-            flags.append(border_flag(label, faces))
+        shape = tuple(reversed(grid.GetSize()))
+        faces = {t.key: touched_faces(*probabilities[t.key], shape) for t in parts if t.key in probabilities}
+        flags.append(border_flag(label, faces))
         out.measures[label.key] = measure
         out.flags += [f for f in flags if f is not None]
-    if uncertainty_grid is not None:
-        out.uncertainty = uncertainty_volume(probabilities, *uncertainty_grid)
+    if uncertainty_reference is not None:
+        out.uncertainty = uncertainty_volume(probabilities, grid, uncertainty_reference)
     return out
 
 

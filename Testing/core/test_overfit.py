@@ -4,10 +4,10 @@ import time
 
 import pytest
 import torch
-from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from brainbarriers.networks.padding import predict_padded
+from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
 
 SIZE = 16
 

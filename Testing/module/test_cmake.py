@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from cmake_script import run_module_cmake
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "SlicerBrainBarriers"
@@ -43,21 +42,9 @@ include(${MODULE_CMAKE})
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory):
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        pytest.skip("cmake is not installed")
-    folder = tmp_path_factory.mktemp("cmake")
-    # script mode refuses CONFIGURE_DEPENDS (a build-time re-glob): drop it, keep everything else
-    module_cmake = folder / "module.cmake"
-    module_cmake.write_text((MODULE / "CMakeLists.txt").read_text(encoding="utf-8").replace("CONFIGURE_DEPENDS", ""))
-    script = folder / "check.cmake"
-    script.write_text(STUBS, encoding="utf-8")
-    out = subprocess.run(
-        [cmake, f"-DMODULE_CMAKE={module_cmake}", "-P", str(script)],
-        cwd=MODULE, capture_output=True, text=True, check=True,
-    )
+    output = run_module_cmake(STUBS, tmp_path_factory.mktemp("cmake"))
     found: dict[str, list[str]] = {}
-    for line in (out.stdout + out.stderr).splitlines():
+    for line in output.splitlines():
         m = re.match(r"-- (\w+)=(.*)", line)
         if m:
             found.setdefault(m.group(1), []).append(m.group(2))

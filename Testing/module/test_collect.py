@@ -53,8 +53,8 @@ def _check_case(folder: Path, case: str, ct_node, expected: np.ndarray) -> dict:
     assert np.allclose(label.GetDirection(), ct.GetDirection()) and np.allclose(label.GetOrigin(), ct.GetOrigin())
     assert np.array_equal(sitk.GetArrayFromImage(label), expected)
     # readable by the training code as one whole case
-    from training.config import load_config
-    from training.prepare import discover, preprocess_case
+    from brainbarriers_training.config import load_config
+    from brainbarriers_training.prepare import discover, preprocess_case
 
     found = [c for c in discover(folder.parent) if c.case == case]
     assert len(found) == 1 and all(found[0].files.values())

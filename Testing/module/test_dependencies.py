@@ -72,12 +72,12 @@ def test_nothing_happens_without_consent():
 def test_install_uses_pytorch_utils_and_protects_slicer_packages():
     rec = Recorder()
     plan = deps.plan(_missing_everything(), pytorch_utils_available=True)
-    assert plan.torch == deps.TORCH_PIN
+    assert plan.torch == deps.TORCH_REQUIREMENT == "torch>=2.1,<3"  # a range Slicer's Python can satisfy
     assert deps.install(plan, rec.confirm, rec.pip, rec.torch)
-    assert rec.torch_calls == ["==2.13.0"]
+    assert rec.torch_calls == [">=2.1,<3"]
     (args, constraints), = rec.pip_calls
     names = {deps.requirement_name(a) for a in args if not a.startswith("-") and not a.endswith(".txt")}
-    assert names == {"safetensors", "tqdm", "platformdirs"}
+    assert names == {"safetensors", "tqdm", "platformdirs", "jsonschema"}
     assert not names & set(deps.PROTECTED)
     # Slicer's packages are pinned to what is installed, so pip cannot replace them as a dependency
     for name in ("numpy", "simpleitk", "vtk"):
@@ -85,10 +85,23 @@ def test_install_uses_pytorch_utils_and_protects_slicer_packages():
         assert f"{name}=={version}" in constraints.splitlines()
 
 
-def test_install_without_pytorch_extension_pins_torch_from_pip():
+def test_install_without_pytorch_extension_asks_pip_for_the_range():
     rec = Recorder()
     plan = deps.plan(deps.DependencyStatus(missing=["torch>=2.1,<3"], torch_version=None), pytorch_utils_available=False)
     assert deps.install(plan, rec.confirm, rec.pip, rec.torch)
     assert rec.torch_calls == []
     (args, _), = rec.pip_calls
-    assert args[0] == "torch==2.13.0"
+    assert args[0] == "torch>=2.1,<3"
+
+
+def test_pip_commands_for_a_child_process(tmp_path):
+    """The panel runs pip in a child process (Slicer 5.10's pip_install blocks the GUI)."""
+    constraints = tmp_path / "c.txt"
+    plan = deps.plan(_missing_everything(), pytorch_utils_available=False)
+    torch_cmd, rest_cmd = deps.pip_commands(plan, "/slicer/bin/PythonSlicer", constraints)
+    assert torch_cmd[:5] == ["/slicer/bin/PythonSlicer", "-m", "pip", "install", "torch>=2.1,<3"]
+    assert {deps.requirement_name(a) for a in rest_cmd[4:-2]} == {"safetensors", "tqdm", "platformdirs", "jsonschema"}
+    assert rest_cmd[-2:] == ["-c", str(constraints)]
+    assert f"numpy=={deps.installed_version('numpy')}" in constraints.read_text().splitlines()
+    with_utils = deps.pip_commands(deps.plan(_missing_everything(), pytorch_utils_available=True), "py", constraints)
+    assert len(with_utils) == 1 and "torch>=2.1,<3" not in with_utils[0]

@@ -142,3 +142,14 @@ def test_pipeline_failure_is_one_line_and_scene_unchanged(tmp_path):
     message = str(info.value)
     assert "no-such-model" in message and "\n" not in message
     assert scene_snapshot(scene) == before
+
+
+def test_listing_volumes_keeps_no_reference(tmp_path):
+    """GetNodesByClass hands over a collection the caller must release; listing runs on every node
+    added, so a leak would keep every deleted volume alive."""
+    scene, _, _, (ct, _, _) = scene_with_study(tmp_path)
+    logic = BrainBarriersLogic(scene)
+    before = ct.GetReferenceCount()
+    for _ in range(5):
+        assert ct in logic.volume_nodes()
+    assert ct.GetReferenceCount() == before

@@ -134,3 +134,50 @@ def test_children_end_when_the_parent_interpreter_exits(tmp_path):
     child = int(out.stdout.strip())
     time.sleep(0.2)
     assert not _alive(child)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_without_waiting_returns_at_once_and_ends_a_stubborn_child():
+    """The GUI thread cancels: it must not wait out SIGTERM grace and SIGKILL (up to 13 s before)."""
+    proc = PipelineProcess(
+        _child(
+            """
+            import json, signal, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(json.dumps({"stage": "load", "fraction": 0.1}), flush=True)
+            time.sleep(120)
+            """
+        )
+    )
+    deadline = time.monotonic() + 30
+    while proc.last_progress is None and time.monotonic() < deadline:
+        proc.poll()
+        time.sleep(0.02)
+    ended = []
+    t0 = time.perf_counter()
+    proc.cancel(grace=1.0, wait=False, on_ended=lambda: ended.append(time.monotonic()))
+    assert time.perf_counter() - t0 < 0.1
+    assert proc.state == "cancelled" and not proc.ended
+    deadline = time.monotonic() + 20
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ended and proc.ended and not _alive(proc.pid)
+
+
+def test_python_slicer_is_required_inside_slicer(monkeypatch, tmp_path):
+    """Inside Slicer sys.executable is the Slicer application: never start the pipeline with it."""
+    import slicer
+    from SlicerBrainBarriersLib import process
+
+    home = tmp_path / "Slicer"
+    (home / "bin").mkdir(parents=True)
+    monkeypatch.setattr(slicer, "app", type("App", (), {"slicerHome": str(home)})(), raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(process.PythonNotFound, match="PythonSlicer was not found"):
+        process.python_executable()
+    launcher = home / "bin" / "PythonSlicer"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert process.python_executable() == str(launcher)
+    monkeypatch.delattr(slicer, "app")
+    assert process.python_executable() == sys.executable

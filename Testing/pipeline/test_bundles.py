@@ -45,12 +45,14 @@ def test_schema_rejects_bad_manifests(tmp_path):
     good["files"] = []
     validate_manifest(good)
     for change, needle in [
-        (lambda m: m.pop("licence"), "missing 'licence'"),
-        (lambda m: m.update(spacing=[1.2, 1.2]), "at least 3"),
-        (lambda m: m["inputs"].update(modalities=["ct", "pet"]), "'pet' is not one of"),
-        (lambda m: m.update(structures=["cerebellum", "brainstem"]), "brainstem"),
+        (lambda m: m.pop("licence"), "manifest: 'licence' is a required property"),
+        (lambda m: m.update(spacing=[1.2, 1.2]), r"manifest\.spacing: \[1\.2, 1\.2\] is too short"),
+        (lambda m: m["inputs"].update(modalities=["ct", "pet"]), r"manifest\.inputs\.modalities\[1\]: 'pet' is not one of"),
+        (lambda m: m.update(structures=["cerebellum", "brainstem"]), r"manifest\.structures\[1\]: 'brainstem'"),
         (lambda m: m["networks"]["fine"].pop("falx"), "no network for structure 'falx'"),
-        (lambda m: m.update(unknown=1), "unexpected key 'unknown'"),
+        (lambda m: m.update(unknown=1), r"\('unknown' was unexpected\)"),
+        (lambda m: m["networks"]["fine"]["falx"].update(margin=-1), r"manifest\.networks\.fine\.falx\.margin: -1 is less"),
+        (lambda m: m["networks"]["coarse"].update(max_crop=[4, 64, 64]), r"networks\.coarse\.max_crop\[0\]: 4 is less"),
     ]:
         m = tiny_manifest()
         m["files"] = []

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 from brainbarriers import export, quality
 from brainbarriers.pipeline import SegmentResult
-from brainbarriers.structures import FINE_TARGETS, OUTPUT_LABELS, fine_target, output_label
+from brainbarriers.structures import FINE_TARGETS, OUTPUT_LABELS, output_label
 from pipeline_helpers import run_cli
 
 SHAPE = (40, 40, 40)  # model grid = reference grid here: 1 mm, identity direction
@@ -54,16 +54,8 @@ def _stats(arr: np.ndarray) -> dict:
     return {k: {"cases": 10, "min_ml": v * 0.8, "max_ml": v * 1.2, "mean_ml": v, "std_ml": v * 0.1} for k, v in volumes.items()}
 
 
-def _coarse(arr: np.ndarray) -> np.ndarray:
-    """A coarse argmax (fine-target indices) that stays inside the image: the clean case's boxes."""
-    out = np.zeros(SHAPE, np.uint8)
-    for t in FINE_TARGETS:
-        out[tuple(slice(a, b) for a, b in zip(*BOXES[t.key]))] = t.coarse_index
-    return out
-
-
-def _assess(arr, probabilities, coarse=None, stats=None, **kw) -> quality.Assessment:
-    return quality.assess(_labels(arr), list(FINE_TARGETS), probabilities, _coarse(arr) if coarse is None else coarse,
+def _assess(arr, probabilities, stats=None, **kw) -> quality.Assessment:
+    return quality.assess(_labels(arr), list(FINE_TARGETS), probabilities, _grid(),
                           _stats(_case()[0]) if stats is None else stats, **kw)
 
 
@@ -129,14 +121,17 @@ def test_several_components_where_one_is_expected():
     assert ("ventricles", "components") in _kinds(_assess(arr, probs))
 
 
-def test_coarse_box_touching_the_border():
+def test_box_and_structure_at_the_border():
     arr, probs = _case()
-    coarse = _coarse(arr)
-    lo, hi = BOXES["sagittal_sinus"]
-    coarse[lo[0]:, lo[1]:hi[1], lo[2]:hi[2]] = fine_target("sagittal_sinus").coarse_index  # up to the top slice
-    a = _assess(arr, probs, coarse=coarse)
-    assert _kinds(a) == {("sinuses", "border")}
-    assert "superior image border" in a.flags[0].reason
+    (k0, j0, i0), (k1, j1, i1) = probs["sagittal_sinus"][0]
+    box = ((k0, j0, i0), (SHAPE[0], j1, i1))  # the coarse box reaches the top slice ...
+    prob = np.full(tuple(b - a for a, b in zip(*box)), 0.01, np.float32)
+    probs["sagittal_sinus"] = (box, prob)
+    assert ("sinuses", "border") not in _kinds(_assess(arr, probs))  # ... the structure does not: no flag
+    prob[-3:, 2:-2, 1:-1] = 0.9  # the structure runs into the top slice
+    a = _assess(arr, probs)
+    assert ("sinuses", "border") in _kinds(a)
+    assert "Venous sinuses reaches the superior image border" in [f.reason for f in a.flags if f.kind == "border"][0]
 
 
 def test_flip_disagreement():
@@ -164,7 +159,7 @@ def test_uncertainty_volume_on_reference_grid():
     reference = sitk.Image(20, 20, 20, sitk.sitkInt16)
     reference.SetSpacing((2.0, 2.0, 2.0))
     reference.SetOrigin((-19.5, -19.5, -19.5))
-    a = _assess(arr, probs, uncertainty_grid=(_grid(), reference))
+    a = _assess(arr, probs, uncertainty_reference=reference)
     u = sitk.GetArrayFromImage(a.uncertainty)
     assert a.uncertainty.GetSize() == reference.GetSize() and a.uncertainty.GetSpacing() == reference.GetSpacing()
     assert u.min() >= 0.0 and u.max() <= 1.0 and u.max() > 0.05  # box edges (p 0.01 | 0.98) are uncertain

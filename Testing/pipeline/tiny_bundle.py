@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from brainbarriers.bundles import write_bundle
+from brainbarriers.bundles import build_manifest, coarse_network, fine_network, write_bundle
 from brainbarriers.networks import build
-from brainbarriers.structures import COARSE_CHANNELS, FINE_TARGETS
+from brainbarriers.structures import FINE_TARGETS
 
 TINY_COARSE = {"levels": 3, "base_width": 4, "max_width": 8}
 TINY_FINE = {"hr_width": 2, "mr_widths": [4, 4, 8, 8]}
@@ -17,32 +17,16 @@ def tiny_manifest(model_id: str = "tiny-test", modalities=("ct", "t1", "t2"), su
                   structures=None, spacing=(1.2, 1.2, 1.2), coarse_spacing=(2.4, 2.4, 2.4),
                   max_crop=(128, 128, 128)) -> dict:
     structures = list(structures or [t.key for t in FINE_TARGETS])
-    fine = {}
-    for t in FINE_TARGETS:
-        if t.key not in structures:
-            continue
-        options = dict(TINY_FINE)
-        if t.variant == "s":
-            options["inter_slice_axis"] = 2 if t.slice_axis == "LR" else 0
-        fine[t.key] = {
-            "architecture": f"hmrnet-{t.variant}", "in_channels": len(modalities), "out_channels": 2,
-            "options": options, "file": f"fine_{t.key}.safetensors", "slice_axis": t.slice_axis,
-            "margin": t.margin, "max_crop": list(max_crop),
-        }
-    return {
-        "schema_version": 1, "id": model_id, "version": "0.0.1", "description": "tiny random test model",
-        "licence": "Apache-2.0", "structures": structures,
-        "inputs": {"modalities": list(modalities), "supported_subsets": [list(s) for s in (subsets or [modalities])]},
-        "spacing": list(spacing),
-        "normalisation": {m: ({"clip": [-100, 200]} if m == "ct" else {}) for m in modalities},
-        "networks": {
-            "coarse": {"architecture": "coarse-unet", "in_channels": len(modalities), "out_channels": COARSE_CHANNELS,
-                       "options": dict(TINY_COARSE), "file": "coarse.safetensors", "spacing": list(coarse_spacing)},
-            "fine": fine,
-        },
-        "training": {"data": "none (random weights)", "recipe": "test fixture", "code_version": "test", "date": "2026-01-01"},
-        "timings": {"cpu_s": None, "gpu_s": None},
-    }
+    channels = len(modalities)
+    return build_manifest(
+        model_id=model_id, version="0.0.1", description="tiny random test model", licence="Apache-2.0",
+        coarse=coarse_network(TINY_COARSE, in_channels=channels),
+        fine={key: fine_network(key, TINY_FINE, max_crop=max_crop, in_channels=channels) for key in structures},
+        spacing=spacing, coarse_spacing=coarse_spacing,
+        normalisation={m: ({"clip": [-100, 200]} if m == "ct" else {}) for m in modalities},
+        modalities=modalities, supported_subsets=subsets or [modalities],
+        training={"data": "none (random weights)", "recipe": "test fixture", "code_version": "test",
+                  "date": "2026-01-01"})
 
 
 def write_tiny_bundle(directory: Path, seed: int = 0, **kwargs) -> Path:

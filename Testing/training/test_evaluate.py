@@ -5,12 +5,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from brainbarriers.structures import targets_for_labels
+from brainbarriers_training.cli import main
+from brainbarriers_training.crossval import cross_validate, make_folds
+from brainbarriers_training.evaluate import summary_table
+from brainbarriers_training.phantom import case_files
 from training_helpers import tiny_config
-
-from training.cli import main
-from training.crossval import cross_validate, make_folds
-from training.evaluate import summary_table
-from training.phantom import case_files
 
 
 def test_evaluate_prediction_files(prepared, tmp_path, capsys):
@@ -31,7 +30,11 @@ def test_evaluate_prediction_files(prepared, tmp_path, capsys):
     r1 = {r["structure"]: r for r in rows if r["case"] == "001"}
     assert all(float(r["dice"]) == 1.0 and float(r["assd"]) == 0.0 for r in r1.values())
     r2 = {r["structure"]: r for r in rows if r["case"] == "002"}
-    assert float(r2["ventricles"]["dice"]) == 0.0 and r2["ventricles"]["assd"] == "nan"
+    # a missed structure is counted: Dice 0 and the image diagonal as its distances
+    diagonal = (64**2 * 3) ** 0.5 * 2.4
+    assert float(r2["ventricles"]["dice"]) == 0.0 and r2["ventricles"]["outcome"] == "missed"
+    assert abs(float(r2["ventricles"]["assd"]) - diagonal) < 1e-3 and abs(float(r2["ventricles"]["hd95"]) - diagonal) < 1e-3
+    assert "1" == table.splitlines()[-2].split()[-1]  # ventricles: one miss
     assert 0.3 < float(r2["cerebellum"]["dice"]) < 1.0 and float(r2["cerebellum"]["hd95"]) >= 2.4 - 1e-6
     assert table.splitlines()[0].split()[:3] == ["Structure", "Dice", "%"]
     assert [line.split()[0] for line in table.splitlines()[1:]] == [
@@ -41,8 +44,10 @@ def test_evaluate_prediction_files(prepared, tmp_path, capsys):
 def test_summary_table_layout():
     rows = [{"case": "a", "structure": "falx", "dice": 0.8, "assd": 0.5, "hd95": 2.0, "surface_dice": 0.9},
             {"case": "b", "structure": "falx", "dice": 0.6, "assd": float("nan"), "hd95": 4.0, "surface_dice": 0.7}]
+    rows[1]["outcome"] = "missed"
     lines = summary_table(rows).splitlines()
-    assert lines[1].split() == ["falx", "70.0", "0.500", "3.00", "80.0"]
+    assert lines[1].split() == ["falx", "70.0", "±", "10.0", "0.500", "±", "0.000", "3.00", "±", "1.00",
+                                "80.0", "±", "10.0", "1"]
     assert lines[2].split()[0] == "average"
 
 
@@ -63,3 +68,28 @@ def test_cross_validate_runs_every_fold(prepared, tmp_path):
     for k in (0, 1):
         assert (tmp_path / f"fold_{k}" / "evaluation" / "summary.txt").is_file()
         assert (tmp_path / f"fold_{k}" / "fine" / "ventricles" / "final.safetensors").is_file()
+
+
+def test_evaluate_equals_scoring_the_segment_command_outputs(prepared, tmp_path):
+    """`python -m brainbarriers_training evaluate --model` gives exactly the Dice of `brainbarriers segment`'s labels."""
+    from brainbarriers.cli import main as segment_main
+
+    data, _, _ = prepared
+    files = case_files(data, "002")
+    torch.set_num_threads(1)
+    assert main(["evaluate", "--model", "brainbarriers-demo", "--data", str(data), "--cases", "002",
+                 "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
+    ours = {r["structure"]: r for r in csv.DictReader(open(tmp_path / "ev" / "metrics.csv"))}
+    assert segment_main(["segment", "--ct", str(files["ct"]), "--t1", str(files["t1"]), "--t2", str(files["t2"]),
+                         "--model", "brainbarriers-demo", "--device", "cpu", "--output", str(tmp_path / "seg"),
+                         "--case", "002", "--progress", "none"]) == 0
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    shutil.copy(tmp_path / "seg" / "002_labels.nii.gz", preds / "002_labels.nii.gz")
+    assert main(["evaluate", "--predictions", str(preds), "--data", str(data), "--out", str(tmp_path / "ev2")]) == 0
+    theirs = {r["structure"]: r for r in csv.DictReader(open(tmp_path / "ev2" / "metrics.csv"))}
+    assert set(ours) == set(theirs) == {"cerebellum", "falx", "sinuses", "tentorium", "ventricles"}
+    for key in ours:
+        for metric in ("dice", "assd", "hd95", "surface_dice", "outcome"):
+            assert ours[key][metric] == theirs[key][metric], (key, metric)
+    assert any(float(r["dice"]) > 0.05 for r in ours.values())  # a real comparison, not of two empty maps

@@ -8,11 +8,10 @@ import SimpleITK as sitk
 import torch
 from brainbarriers.bundles import load_bundle
 from brainbarriers.structures import FINE_TARGETS
-from training_helpers import REPO, tiny_config
-
-from training.cli import main
-from training.phantom import case_files
-from training.stages import train_coarse, train_fine
+from brainbarriers_training.cli import main
+from brainbarriers_training.phantom import case_files
+from brainbarriers_training.stages import train_coarse, train_fine
+from training_helpers import PYTHONPATH, REPO, tiny_config
 
 
 def test_export_bundle_loads_and_segments(prepared, tmp_path):
@@ -47,7 +46,7 @@ def test_export_bundle_loads_and_segments(prepared, tmp_path):
         assert torch.equal(v.cpu(), ref[k])
 
     files_in = case_files(data, "001")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
     seg = subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--ct", str(files_in["ct"]),
                           "--t1", str(files_in["t1"]), "--t2", str(files_in["t2"]), "--output", str(tmp_path / "seg"),
                           "--model", str(out), "--device", "cpu", "--case", "p001"],

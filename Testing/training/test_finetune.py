@@ -12,19 +12,17 @@ from pathlib import Path
 
 import pytest
 from brainbarriers.bundles import load_bundle
-from training_helpers import REPO, write_config
+from training_helpers import PYTHONPATH, REPO, run_training_cli, write_config
 
-from training.config import deep_merge, load_config
-from training.finetune import child_version, config_for_parent, holdout_split, merged_volume_stats
+from brainbarriers_training.config import deep_merge, load_config
+from brainbarriers_training.finetune import (
+    child_version,
+    config_for_parent,
+    holdout_split,
+    merged_volume_stats,
+)
 
 TINY_BUNDLE = REPO / "Testing" / "pipeline" / "tiny_bundle.py"
-#: this checkout's packages first (an editable install elsewhere must not stand in for them)
-ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "SlicerBrainBarriers"), str(REPO)]))
-
-
-def run_training_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], env=ENV, capture_output=True, text=True,
-                          cwd=REPO, **kwargs)
 
 
 def _tiny_parent(folder: Path) -> Path:
@@ -105,7 +103,7 @@ def test_refusal_then_lineage_and_import(prepared, tmp_path):
     assert any(not (before[k] == after[k]).all() for k in before)
 
     # installed side by side, both are offered by the module's model list
-    env = dict(ENV, BRAINBARRIERS_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH, BRAINBARRIERS_CACHE=str(tmp_path / "cache"))
     for bundle in (parent, tmp_path / "child"):
         imp = subprocess.run([sys.executable, "-m", "brainbarriers", "models", "import", str(bundle)], env=env,
                              capture_output=True, text=True, timeout=120)

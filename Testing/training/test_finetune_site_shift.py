@@ -12,12 +12,12 @@ import SimpleITK as sitk
 import torch
 from brainbarriers.structures import targets_for_labels
 
-from training.config import deep_merge, load_config
-from training.export import export_bundle
-from training.finetune import finetune
-from training.phantom import PhantomCase, generate_case, generate_dataset, write_case
-from training.prepare import prepare
-from training.stages import train_coarse, train_fine
+from brainbarriers_training.config import deep_merge, load_config
+from brainbarriers_training.export import export_bundle
+from brainbarriers_training.finetune import finetune
+from brainbarriers_training.phantom import PhantomCase, generate_case, generate_dataset, write_case
+from brainbarriers_training.prepare import prepare
+from brainbarriers_training.stages import train_coarse, train_fine
 
 #: Held-out site falx Dice the fine-tuned model must gain over its parent (measured: +0.36, 0.579 -> 0.939,
 #: one torch thread on the shared 2-core development machine, 2026-11-30).

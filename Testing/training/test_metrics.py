@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from brainbarriers_training.metrics import all_metrics, dice
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
-
-from training.metrics import all_metrics, dice
 
 
 def _ball(shape, centre, radii):
@@ -40,10 +39,15 @@ def test_metrics_match_monai(pred, gt, spacing):
     assert ours["dice"] == pytest.approx(2 * inter / (pred.sum() + gt.sum()))
 
 
-def test_empty_masks():
-    z = np.zeros((5, 5, 5), bool)
+def test_misses_and_false_structures_are_counted_with_a_penalty():
+    z = np.zeros((5, 6, 7), bool)
     o = z.copy()
     o[2, 2, 2] = True
     assert dice(z, z) == 1.0 and dice(o, z) == 0.0
-    m = all_metrics(o, z, (1, 1, 1))
-    assert np.isnan(m["assd"]) and m["surface_dice"] == 0.0
+    diagonal = float(np.sqrt((5 * 2.0) ** 2 + 6**2 + 7**2))
+    missed = all_metrics(z, o, (2.0, 1.0, 1.0))
+    assert missed == {"dice": 0.0, "assd": pytest.approx(diagonal), "hd95": pytest.approx(diagonal),
+                      "surface_dice": 0.0, "outcome": "missed"}
+    false = all_metrics(o, z, (1, 1, 1), penalty_mm=50.0)
+    assert false["outcome"] == "false structure" and false["assd"] == 50.0 and false["dice"] == 0.0
+    assert all_metrics(z, z, (1, 1, 1))["outcome"] == "both empty"

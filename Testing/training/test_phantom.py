@@ -1,7 +1,6 @@
 import numpy as np
 import SimpleITK as sitk
-
-from training.phantom import case_files, generate_case, generate_dataset
+from brainbarriers_training.phantom import case_files, generate_case, generate_dataset
 
 
 def _arrays(case):

@@ -3,14 +3,13 @@ import shutil
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.preprocessing import normalise, resample_to_spacing
+from brainbarriers.preprocessing import normalise
 from brainbarriers.structures import FINE_TARGETS
+from brainbarriers_training.cli import main
+from brainbarriers_training.config import load_config
+from brainbarriers_training.phantom import case_files, generate_case, generate_dataset, write_case
+from brainbarriers_training.prepare import load_case, load_index
 from training_helpers import run_training_cli
-
-from training.cli import main
-from training.config import load_config
-from training.phantom import case_files, generate_case, generate_dataset, write_case
-from training.prepare import load_case, load_index
 
 
 def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
@@ -46,15 +45,14 @@ def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
     assert cimage.shape == (3, 32, 32, 32) and clabel.shape == (32, 32, 32)
     # normalised as brainbarriers.preprocessing does (same grid here: the phantom spacing is the model's)
     for c, m in enumerate(("ct", "t1", "t2")):
-        raw = resample_to_spacing(sitk.Cast(sitk.ReadImage(str(case_files(data, "001")[m])), sitk.sitkFloat32),
-                                  (2.4, 2.4, 2.4))
+        raw = sitk.Cast(sitk.ReadImage(str(case_files(data, "001")[m])), sitk.sitkFloat32)  # already on the model grid
         expected = normalise(sitk.GetArrayFromImage(raw), m, load_config("smoke")["data"]["normalisation"][m])
         np.testing.assert_allclose(image[c], expected, atol=1e-4)
     # every fine target present (sinus split into two), boxes consistent with the label
     for t in FINE_TARGETS:
         mask = label == t.coarse_index
         assert mask.sum() > 20, t.key
-        k0, j0, i0, k1, j1, i1 = entry["boxes"][t.key]
+        (k0, j0, i0), (k1, j1, i1) = entry["boxes"][t.key]
         assert mask[k0:k1, j0:j1, i0:i1].sum() == mask.sum()
     raw = sitk.GetArrayFromImage(sitk.ReadImage(str(case_files(data, "001")["label"])))
     s = [t.coarse_index for t in FINE_TARGETS if t.label == 3]
@@ -91,7 +89,7 @@ def test_user_errors_are_one_line(tmp_path):
 
 
 def test_coarse_labels_keep_thin_targets():
-    from training.prepare import thin_preserving_labels
+    from brainbarriers_training.prepare import thin_preserving_labels
 
     arr = np.zeros((20, 20, 20), np.uint8)
     arr[2:18, 2:18, 9] = 2  # a one-voxel sheet (falx-like)
@@ -100,7 +98,9 @@ def test_coarse_labels_keep_thin_targets():
     img.SetSpacing((1.2, 1.2, 1.2))
     nearest = sitk.GetArrayFromImage(sitk.Resample(img, [5, 5, 5], sitk.Transform(), sitk.sitkNearestNeighbor,
                                                    img.GetOrigin(), (4.8, 4.8, 4.8)))
-    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, (4.8, 4.8, 4.8)))
+    from brainbarriers.geometry import model_grid
+
+    coarse = sitk.GetArrayFromImage(thin_preserving_labels(img, model_grid(img, (4.8, 4.8, 4.8))))
     assert coarse.shape == (5, 5, 5)
     assert not (nearest == 2).any()  # nearest-neighbour loses the sheet
     assert (coarse == 2).sum() >= 9 and (coarse == 1).any()

@@ -1,7 +1,6 @@
 import numpy as np
-
-from training.phantom import generate_case
-from training.sinus import split_sinus
+from brainbarriers_training.phantom import generate_case
+from brainbarriers_training.sinus import split_sinus
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from brainbarriers.structures import fine_target
-from training_helpers import REPO, run_training_cli, tiny_config, write_config
-
-from training.data import TrainingSet
-from training.engine import load_checkpoint, load_weights, network_spec, read_log
-from training.stages import train_coarse, train_fine
+from brainbarriers_training.data import TrainingSet
+from brainbarriers_training.engine import load_checkpoint, load_weights, network_spec, read_log
+from brainbarriers_training.stages import train_coarse, train_fine
+from training_helpers import PYTHONPATH, REPO, run_training_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,16 +44,18 @@ def test_fine_samples_draw_boxes_from_coarse_checkpoints(prepared):
     entries = index["cases"]
     t = fine_target("cerebellum")
     cfg = tiny_config()["train"] | {"margin": 0, "augmentation": {}}
-    fake = {"a": {e["case"]: {t.key: [0, 0, 0, 8, 9, 10]} for e in entries},
-            "b": {e["case"]: {t.key: None} for e in entries}}
-    ds = TrainingSet(cache, entries, t, cfg, index["spacing"], 40, seed=1, boxes=fake, augment=False)
+    grown = {e["case"]: [e["boxes"][t.key][0], [v + 2 for v in e["boxes"][t.key][1]]] for e in entries}
+    far = [[0, 0, 0], [3, 3, 3]]  # misses the cerebellum: the sampler falls back to the true box
+    fake = {"a": {e["case"]: {t.key: grown[e["case"]]} for e in entries},
+            "b": {e["case"]: {t.key: None} for e in entries},
+            "c": {e["case"]: {t.key: far} for e in entries}}
+    ds = TrainingSet(cache, entries[:1], t, cfg, index["spacing"], 40, seed=1, boxes=fake, augment=False)
     shapes = {tuple(ds[i][0].shape[1:]) for i in range(len(ds))}
-    gt = entries[0]["boxes"][t.key]
-    assert (8, 9, 10) in shapes  # drawn from checkpoint "a"
-    assert len(shapes) > 1  # ground truth when checkpoint "b" missed the target
+    (k0, j0, i0), (k1, j1, i1) = entries[0]["boxes"][t.key]
+    assert shapes == {(k1 - k0 + 2, j1 - j0 + 2, i1 - i0 + 2), (k1 - k0, j1 - j0, i1 - i0)}  # never the far box
     ds_gt = TrainingSet(cache, entries[:1], t, cfg, index["spacing"], 1, seed=1, augment=False)
     x, y = ds_gt[0]
-    assert tuple(x.shape[1:]) == tuple(gt[3 + a] - gt[a] for a in range(3)) and int(y.sum()) > 0
+    assert tuple(x.shape[1:]) == (k1 - k0, j1 - j0, i1 - i0) and int(y.sum()) > 0
 
 
 def test_modality_dropout_zeroes_channels(prepared):
@@ -95,8 +96,8 @@ def test_killed_run_resumes_at_the_same_step_with_the_same_state(prepared, tmp_p
     assert ref.returncode == 0, ref.stderr
 
     work = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "training", *args, "--workdir", str(work)], env=env, cwd=REPO,
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
+    proc = subprocess.Popen([sys.executable, "-m", "brainbarriers_training", *args, "--workdir", str(work)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = work / "coarse" / "checkpoint.pt"
     killed_at = None
@@ -139,9 +140,9 @@ def test_ddp_two_processes_gloo_matches_single_process(prepared, tmp_path):
     common = ["train-coarse", "--config", str(config), "--cache", str(cache), "--threads", "1"]
     single = run_training_cli(common + ["--workdir", str(tmp_path / "single")], timeout=600)
     assert single.returncode == 0, single.stderr
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "training", *common, "--workdir", str(tmp_path / "ddp")], env=env, cwd=REPO,
+                          "-m", "brainbarriers_training", *common, "--workdir", str(tmp_path / "ddp")], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     ls, ld = read_log(tmp_path / "single" / "coarse"), read_log(tmp_path / "ddp" / "coarse")
@@ -169,9 +170,8 @@ def test_network_spec_inter_slice_axis_follows_direction():
 
 
 def test_samples_do_not_depend_on_loader_workers(prepared):
+    from brainbarriers_training.data import PadCollate
     from torch.utils.data import DataLoader
-
-    from training.data import PadCollate
 
     _, cache, index = prepared
     cfg = tiny_config()["train"]

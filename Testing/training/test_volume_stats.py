@@ -1,13 +1,16 @@
 """Per-structure training volumes in the exported manifest (the quality flag 'volume' reads them)."""
 
+import json
+
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.bundles.schema import manifest_schema, schema_errors
+from brainbarriers.bundles.cache import SHIPPED_DIR
+from brainbarriers.bundles.schema import schema_errors
 from brainbarriers.quality import volume_statistics
 from brainbarriers.structures import OUTPUT_LABELS
 
-from training.export import training_volume_stats
-from training.phantom import case_files
+from brainbarriers_training.export import training_volume_stats
+from brainbarriers_training.phantom import case_files
 
 
 def test_volume_stats_match_the_label_files(prepared):
@@ -33,7 +36,7 @@ def test_volume_stats_match_the_label_files(prepared):
 def test_volume_stats_fit_the_manifest_schema():
     stats = volume_statistics({"falx": [10.0, 12.0, 0.0], "ventricles": []})  # empty labels are not counted
     assert stats == {"falx": {"cases": 2, "min_ml": 10.0, "max_ml": 12.0, "mean_ml": 11.0, "std_ml": 1.0}}
-    schema = manifest_schema()
-    part = schema["properties"]["volume_stats"]
-    assert schema_errors(stats, part, schema) == []
-    assert schema_errors({"falx": {"cases": 2, "min_ml": 10.0}}, part, schema)  # max_ml missing
+    shipped = json.loads((SHIPPED_DIR / "brainbarriers-demo" / "manifest.json").read_text())
+    assert schema_errors({**shipped, "volume_stats": stats}) == []
+    broken = schema_errors({**shipped, "volume_stats": {"falx": {"cases": 2, "min_ml": 10.0}}})
+    assert broken and "max_ml" in broken[0]

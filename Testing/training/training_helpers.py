@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.config import deep_merge, load_config
-from training.phantom import generate_dataset
-from training.prepare import prepare
+from brainbarriers_training.config import deep_merge, load_config
+from brainbarriers_training.phantom import generate_dataset
+from brainbarriers_training.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[2]
+#: this checkout's packages first, whichever checkout the environment's editable install points at
+PYTHONPATH = os.pathsep.join([str(REPO), str(REPO / "SlicerBrainBarriers")])
 
 #: A recipe small enough for unit tests: tiny networks, few steps, one thread, no workers.
 TINY = {
@@ -52,6 +54,6 @@ def make_prepared(root: Path, cases: int = 4, seed: int = 11) -> tuple[Path, Pat
 
 
 def run_training_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "training", *args], env=env, capture_output=True, text=True,
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
+    return subprocess.run([sys.executable, "-m", "brainbarriers_training", *args], env=env, capture_output=True, text=True,
                           cwd=REPO, **kwargs)

@@ -4,6 +4,7 @@ from .bundle import Bundle, load_bundle, resolve_bundle_path, write_bundle
 from .cache import cache_dir, find_installed, installed_bundles, models_dir
 from .download import download_bundle, download_file, import_bundle
 from .index import find_entry, list_models, load_index
+from .manifest import build_manifest, coarse_network, fine_network
 from .schema import manifest_schema, validate_manifest
 from .verify import sha256_file, verify_files
 
@@ -22,6 +23,9 @@ __all__ = [
     "find_entry",
     "list_models",
     "load_index",
+    "build_manifest",
+    "coarse_network",
+    "fine_network",
     "manifest_schema",
     "validate_manifest",
     "sha256_file",

@@ -43,15 +43,28 @@ def find_entry(name: str, index: list[dict] | None = None) -> dict:
 
 
 def list_models(index: list[dict] | None = None) -> list[dict]:
-    """Index entries plus installed bundles not in the index, each with "installed" (folder or None)."""
+    """Index entries plus installed bundles not in the index, each with "installed" (folder or None)
+    and "licence" (the installed manifest's, else the index entry's, else None)."""
     rows = []
     seen = set()
     for e in index or load_index():
         folder = find_installed(e["id"], e["version"])
-        rows.append({**e, "installed": str(folder) if folder else None})
+        rows.append({**e, "installed": str(folder) if folder else None,
+                     "licence": _manifest_licence(folder) or e.get("licence")})
         seen.add((e["id"], e["version"]))
     for model_id, version, folder in installed_bundles():
         if (model_id, version) not in seen:
-            rows.append({"id": model_id, "version": version, "installed": str(folder), "url": None})
+            rows.append({"id": model_id, "version": version, "installed": str(folder), "url": None,
+                         "licence": _manifest_licence(folder)})
             seen.add((model_id, version))
     return rows
+
+
+def _manifest_licence(folder: Path | None) -> str | None:
+    if folder is None:
+        return None
+    try:
+        licence = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8")).get("licence")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(licence) if licence else None

@@ -1,33 +1,17 @@
-"""Manifest validation against the published JSON schema (manifest.schema.json).
-
-The `jsonschema` package is not a runtime dependency (the module installs into Slicer's Python),
-so this validates the subset of JSON Schema the manifest schema uses: type, enum, required,
-properties, additionalProperties, items, min/maxItems, uniqueItems, minimum, maximum,
-exclusiveMinimum, pattern, minLength and local $ref. The schema file stays the single source.
+"""Manifest validation: `jsonschema` against the published schema (manifest.schema.json), then the
+cross-field rules a schema cannot express. The schema file is the single source of the format.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from ..errors import BundleError
 from ..structures import FINE_TARGETS, MODALITIES
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
-
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
 
 
 @lru_cache(maxsize=1)
@@ -36,57 +20,23 @@ def manifest_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def schema_errors(value: Any, schema: dict, root: dict | None = None, where: str = "manifest") -> list[str]:
-    """Every violation of ``schema`` by ``value`` as 'path: problem' strings."""
-    root = root if root is not None else schema
-    if "$ref" in schema:
-        target: Any = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-    errors: list[str] = []
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[t](value) for t in types):
-            return [f"{where}: expected {' or '.join(types)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{where}: {value!r} is not one of {schema['enum']}")
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{where}: missing '{key}'")
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in props:
-                errors += schema_errors(item, props[key], root, f"{where}.{key}")
-            elif extra is False:
-                errors.append(f"{where}: unexpected key '{key}'")
-            elif isinstance(extra, dict):
-                errors += schema_errors(item, extra, root, f"{where}.{key}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{where}: needs at least {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{where}: at most {schema['maxItems']} items")
-        if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
-            errors.append(f"{where}: items must be unique")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                errors += schema_errors(item, schema["items"], root, f"{where}[{i}]")
-    if _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{where}: {value} < {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{where}: {value} > {schema['maximum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            errors.append(f"{where}: {value} must be > {schema['exclusiveMinimum']}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{where}: too short")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{where}: {value!r} does not match {schema['pattern']}")
-    return errors
+@lru_cache(maxsize=1)
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(manifest_schema())
+    return Draft202012Validator(manifest_schema())
+
+
+def schema_errors(manifest: object) -> list[str]:
+    """Every violation of the published schema as 'manifest.path: problem' strings, in path order."""
+    errors = sorted(_validator().iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
+    out = []
+    for error in errors:
+        where = "manifest" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        out.append(f"{where}: {message}")
+    return out
 
 
 def _semantic_errors(manifest: dict) -> list[str]:
@@ -116,7 +66,7 @@ def _semantic_errors(manifest: dict) -> list[str]:
 
 def validate_manifest(manifest: dict, source: str = "manifest") -> None:
     """Raise BundleError (one line) naming the first problems if ``manifest`` is invalid."""
-    errors = schema_errors(manifest, manifest_schema())
+    errors = schema_errors(manifest)
     if not errors:
         errors = _semantic_errors(manifest)
     if errors:

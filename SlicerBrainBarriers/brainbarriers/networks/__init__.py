@@ -15,7 +15,8 @@ from .unet import CoarseUNet
 
 NAMES = ("hmrnet-p", "hmrnet-s", "coarse-unet")
 
-_HMR_P_OPTIONS = ("hr_width", "mr_widths", "activation", "head_kernel", "post_conv", "deep_supervision")
+_HMR_P_OPTIONS = ("hr_width", "mr_widths", "activation", "head_kernel", "post_conv", "deep_supervision",
+                  "calibration")
 _HMR_S_OPTIONS = _HMR_P_OPTIONS + ("inter_slice_axis",)
 
 

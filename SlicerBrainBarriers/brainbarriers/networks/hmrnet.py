@@ -18,6 +18,17 @@ from torch import nn
 from .blocks import BFC, ConvBlock, as_float32, resize_to, run_block_on_concat
 
 
+class NoCalibration(nn.Module):
+    """Stands where a BFC block would: passes both branches through unchanged (ablation)."""
+
+    def __init__(self, c_h: int, c_m: int):
+        super().__init__()
+        self.out_h, self.out_m = c_h, c_m
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return h, m
+
+
 class HMRNet(nn.Module):
     """HMRNet (variant "p": 3D convs; variant "s": 2.5D convs along ``inter_slice_axis``).
 
@@ -32,12 +43,14 @@ class HMRNet(nn.Module):
         post_conv: conv block after each BFC concat bringing channels back to branch width.
         deep_supervision: return [full, 1/2, 1/4, 1/8] logits in training mode.
         inter_slice_axis: spatial axis (0..2 = tensor dim 2..4) of the 1x1x3 convs (variant "s").
+        calibration: False removes the six BFC blocks (the two branches meet only at the head): an
+            ablation, used to check that the smoke gate notices a broken method.
     """
 
     def __init__(self, in_channels: int, out_channels: int, variant: str = "p", hr_width: int = 8,
                  mr_widths: tuple[int, int, int, int] = (16, 32, 64, 128), activation: str = "relu",
                  head_kernel: int = 1, post_conv: bool = True, deep_supervision: bool = True,
-                 inter_slice_axis: int | None = None):
+                 inter_slice_axis: int | None = None, calibration: bool = True):
         super().__init__()
         if variant not in ("p", "s"):
             raise ValueError(f"HMRNet variant must be 'p' or 's', not {variant!r}")
@@ -77,7 +90,7 @@ class HMRNet(nn.Module):
             self.mr_blocks.append(ConvBlock(cin_m, mr_out[k], act, ax))
             c_h, c_m = hr_width, mr_out[k]
             if k >= 1:
-                bfc = BFC(c_h, c_m, act, ax, post_conv)
+                bfc = BFC(c_h, c_m, act, ax, post_conv) if calibration else NoCalibration(c_h, c_m)
                 self.bfcs.append(bfc)
                 c_h, c_m = bfc.out_h, bfc.out_m
             if k < 3:

@@ -1,4 +1,4 @@
-"""Segmentation losses: soft Dice + CE, fn-weighted Dice + CE, and a deep-supervision wrapper.
+"""Training losses: soft Dice + CE, fn-weighted Dice + CE, and the deep-supervision wrapper.
 
 All losses take logits (N, C, *spatial) and an integer label tensor (N, 1, *spatial) or
 (N, *spatial). Dice terms are "batch Dice": sums run over the batch and all voxels, per class,
@@ -85,22 +85,47 @@ class DiceCELoss(FNDiceCELoss):
 
 
 def downsample_labels(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour down-sampling of an integer label map (N,1,...) or (N,...) to ``size``."""
+    """Down-sample an integer label map (N,1,...) or (N,...) to ``size`` so that thin structures survive.
+
+    A cell of the coarse grid is foreground when ANY of the full-resolution voxels it covers is
+    foreground (max-pooling of ``label > 0``), so a one-voxel sheet is still there at 1/8; its class
+    is the foreground class covering most of the cell (area pooling of the one-hot map). Nearest
+    sampling would keep only every 2nd/4th/8th slice and drop a thin sheet between them. Adaptive
+    pooling also handles sizes that are not an exact fraction of the input.
+    """
     squeeze = target.dim() == len(size) + 1
     t = target.unsqueeze(1) if squeeze else target
     if tuple(t.shape[2:]) != tuple(size):
-        t = F.interpolate(t.float(), size=tuple(size), mode="nearest").to(target.dtype)
+        if len(size) not in _POOLS:
+            raise ValueError(f"labels must have 1 to 3 spatial axes, not {len(size)}")
+        max_pool, avg_pool = _POOLS[len(size)]
+        labels = t[:, 0].long()
+        foreground = max_pool((labels > 0).float().unsqueeze(1), tuple(size))[:, 0] > 0
+        classes = int(labels.max()) + 1
+        if classes <= 2:
+            t = foreground.long()
+        else:
+            share = avg_pool(F.one_hot(labels, classes).movedim(-1, 1).float()[:, 1:], tuple(size))
+            t = torch.where(foreground, share.argmax(1) + 1, 0)
+        t = t.unsqueeze(1).to(target.dtype)
     return t[:, 0] if squeeze else t
 
 
+_POOLS = {1: (F.adaptive_max_pool1d, F.adaptive_avg_pool1d), 2: (F.adaptive_max_pool2d, F.adaptive_avg_pool2d),
+          3: (F.adaptive_max_pool3d, F.adaptive_avg_pool3d)}
+
+
 class DeepSupervisionLoss(nn.Module):
-    """Weighted sum of a loss over the deep-supervision outputs.
+    """The paper's deep-supervision loss (eq. 11) added to the full-resolution loss.
 
-    total = L(full) + w_1/2 * L(1/2) + w_1/4 * L(1/4) + w_1/8 * L(1/8)
+    total = L(full) + 0.3 * L(1/8) + 0.3 * L(1/4) + 0.4 * L(1/2)
 
-    with ``weights`` listed from the coarsest level: (w_1/8, w_1/4, w_1/2) = (0.3, 0.3, 0.4) (paper).
-    ``outputs`` is the network's list [full, 1/2, 1/4, 1/8] or a single tensor (then total = L(full));
-    the full-resolution integer target is down-sampled (nearest) to each output's size.
+    The paper puts a 1x1x1 head at the end of each decoder level (1/8, 1/4, 1/2 of the input
+    resolution; S = 3 levels) and weights their losses lambda_s = 0.3, 0.3, 0.4, each against the
+    ground truth down-sampled to that level (here: ``downsample_labels``, max-pooled so 1-2 voxel
+    sheets survive). The full-resolution output keeps weight 1. ``weights`` are listed from the
+    coarsest level; ``outputs`` is the network's list [full, 1/2, 1/4, 1/8] or a single tensor
+    (then total = L(full)).
     """
 
     def __init__(self, loss: nn.Module, weights: Sequence[float] = (0.3, 0.3, 0.4)):

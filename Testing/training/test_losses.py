@@ -1,9 +1,10 @@
-"""Losses: fn-weighted Dice at theta=1 is 1 - Dice, FN gradient grows with theta, deep supervision."""
+"""Losses: fn-weighted Dice at theta=1 is 1 - Dice, FN gradient grows with theta, deep supervision
+with thin-structure-preserving target down-sampling."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from brainbarriers.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss, downsample_labels
+from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss, downsample_labels
 
 
 def _case(seed=0):
@@ -85,7 +86,37 @@ def test_deep_supervision_weights():
     torch.testing.assert_close(total, parts[0] + 0.4 * parts[1] + 0.3 * parts[2] + 0.3 * parts[3])
     torch.testing.assert_close(DeepSupervisionLoss(base)(outs[0], target[:, 0]), parts[0])
     assert downsample_labels(target, (8, 8, 8)).shape == (1, 1, 8, 8, 8)
-    assert torch.equal(downsample_labels(target[:, 0], (8, 8, 8)), target[:, 0, ::2, ::2, ::2])
+    assert downsample_labels(target[:, 0], (8, 8, 8)).shape == (1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("position", [0, 3, 5, 7])
+def test_one_voxel_sheet_survives_to_one_eighth(axis, position):
+    target = torch.zeros(1, 1, 32, 32, 32, dtype=torch.long)
+    index = [slice(None)] * 5
+    index[2 + axis] = 8 + position  # anywhere inside the second 8-voxel cell along ``axis``
+    target[tuple(index)] = 1
+    for factor in (2, 4, 8):
+        small = downsample_labels(target, (32 // factor,) * 3)[0, 0]
+        cells = [slice(None)] * 3
+        cells[axis] = (8 + position) // factor
+        assert bool(small[tuple(cells)].all()), (factor, axis, position)
+        assert int(small.sum()) == (32 // factor) ** 2  # one cell thick, nothing else
+    # nearest sampling (every 8th slice) would have lost the sheet unless it sat on a sampled slice
+    assert position == 0 or int(target[0, 0, ::8, ::8, ::8].sum()) == 0
+
+
+def test_downsampled_class_is_the_majority_foreground_and_sizes_need_not_divide():
+    target = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+    target[0, 0, :, :, :3] = 2  # 3 of 8 columns class 2, one of class 5, the rest background
+    target[0, 0, :, :, 3] = 5
+    small = downsample_labels(target, (1, 1, 1))
+    assert small.dtype == torch.long and small.tolist() == [[[[[2]]]]]
+    only_thin = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+    only_thin[0, 0, 4] = 5
+    assert downsample_labels(only_thin, (1, 1, 1)).item() == 5
+    odd = downsample_labels(target, (3, 5, 3))
+    assert odd.shape == (1, 1, 3, 5, 3) and set(odd.unique().tolist()) <= {0, 2, 5}
 
 
 def test_bad_target_shape():

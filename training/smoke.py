@@ -1,0 +1,74 @@
+"""The smoke gate: phantoms -> prepare -> coarse + six fine networks (smoke recipe) -> export ->
+evaluation of held-out phantoms through the shipped pipeline.
+
+``python -m brainbarriers_training smoke`` runs it and prints the figures; the slow test asserts the thresholds
+and ``bench/smoke_spread.py`` measures their spread over seeds and thread counts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+from .config import load_config
+from .evaluate import evaluate_model, indexed_cases, summary_table
+from .export import export_bundle
+from .phantom import generate_dataset
+from .prepare import prepare
+from .stages import train_coarse, train_fine
+
+#: Mean Dice over the held-out phantoms that the gate requires (plump >= 0.9, thin >= 0.7).
+THRESHOLDS = {"cerebellum": 0.9, "ventricles": 0.9, "falx": 0.7, "sinuses": 0.7, "tentorium": 0.7}
+DATA_SEED = 21
+TRAIN_IDS = [f"{i:03d}" for i in range(1, 13)]
+HELD_OUT = ["013", "014", "015"]
+
+
+def cpu_name() -> str:
+    """The CPU model (figures name the machine they were measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_smoke(workdir: Path, seed: int | None = None, overrides: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Train the smoke recipe on phantoms 001-012 and score 013-015; returns (metric rows, facts)."""
+    import torch
+
+    workdir = Path(workdir)
+    t0 = time.time()
+    config = load_config("smoke", (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
+    generate_dataset(workdir / "data", len(TRAIN_IDS) + len(HELD_OUT), seed=DATA_SEED)
+    index = prepare(workdir / "data", workdir / "cache", config["data"], progress=False)
+    train_coarse(config, workdir / "cache", workdir / "run", TRAIN_IDS)
+    fine = train_fine(config, workdir / "cache", workdir / "run", cases=TRAIN_IDS)
+    bundle = export_bundle(workdir / "run", workdir / "bundle")
+    t_train = time.time() - t0
+    rows = evaluate_model(bundle, indexed_cases(index, HELD_OUT), device="cpu", progress=False)
+    facts = {"seed": config["seed"], "threads": torch.get_num_threads(), "train_s": round(t_train),
+             "eval_s": round(time.time() - t0 - t_train), "cpu": cpu_name(), "cores": os.cpu_count(),
+             "fine_checks": {k: v.get("check") for k, v in fine.items()}}
+    return rows, facts
+
+
+def mean_dice(rows: list[dict]) -> dict[str, float]:
+    return {k: sum(r["dice"] for r in rows if r["structure"] == k) / max(1, sum(r["structure"] == k for r in rows))
+            for k in THRESHOLDS}
+
+
+def failures(rows: list[dict]) -> list[str]:
+    """Structures below their threshold, as messages (empty when the gate passes)."""
+    return [f"{k}: mean Dice {v:.3f} < {THRESHOLDS[k]}" for k, v in mean_dice(rows).items() if v < THRESHOLDS[k]]
+
+
+def report(rows: list[dict], facts: dict) -> str:
+    head = (f"smoke gate: recipe seed {facts['seed']}, {facts['threads']} torch threads, {facts['cpu']} "
+            f"({facts['cores']} cores); training {facts['train_s']} s, evaluation {facts['eval_s']} s; "
+            f"held-out phantoms {', '.join(HELD_OUT)} through the exported bundle")
+    return head + "\n" + summary_table(rows)
