@@ -83,9 +83,34 @@ def config_for_parent(recipe: dict, manifest: dict) -> dict:
         optimizer = copy.deepcopy(section.get("optimizer") or config["train"]["optimizer"])
         optimizer["lr"] = float(optimizer["lr"]) * float(ft["lr_factor"])
         section.update({"epochs": int(ft["epochs"]), "iterations_per_epoch": int(ft["iterations_per_epoch"]),
-                        "optimizer": optimizer, "box_checkpoints": []})
+                        "optimizer": optimizer})
+    # no coarse-checkpoint boxes: the fine networks train on ground-truth boxes (plus the margin)
+    config["coarse"]["box_checkpoints"] = []
     config["fine"]["box_source"] = "ground_truth"
-    return config
+    from .config import as_recipe
+
+    checked = as_recipe(config, "fine-tuning recipe").to_dict()  # checked key by key
+    # the recipe's defaults fill options the parent's manifest leaves out (an activation, say): those
+    # must stay the network's own defaults, or the fine-tuned weights would run in another network
+    _pin_options(checked["coarse"], nets["coarse"]["architecture"], nets["coarse"].get("options", {}))
+    for key, spec in nets["fine"].items():
+        _pin_options(checked["fine"]["networks"][fine_target(key).variant], spec["architecture"],
+                     {k: v for k, v in spec.get("options", {}).items() if k != "inter_slice_axis"})
+    return checked
+
+
+def _pin_options(section: dict, architecture: str, parent_options: dict) -> None:
+    """Set ``section["options"]`` to the parent's, each option it leaves out at the network's default."""
+    import inspect
+
+    from brainbarriers.networks import CoarseUNet, HMRNet
+
+    signature = inspect.signature(CoarseUNet if architecture == "coarse-unet" else HMRNet).parameters
+    options = dict(parent_options)
+    for key in section.get("options", {}):
+        if key not in options and key in signature:
+            options[key] = signature[key].default
+    section["options"] = options
 
 
 def merged_volume_stats(parent: dict | None, site: dict) -> dict:

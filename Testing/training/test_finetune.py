@@ -56,8 +56,10 @@ def test_split_version_and_recipe():
     recipe = deep_merge(load_config("smoke"), {"finetune": {"epochs": 3, "iterations_per_epoch": 7, "lr_factor": 0.5}})
     config = config_for_parent(recipe, parent)
     assert config["data"]["spacing"] == [2.0, 2.0, 2.0] and config["data"]["coarse_spacing"] == [4.0, 4.0, 4.0]
-    assert config["data"]["normalisation"] == {"ct": {"clip": [-50, 90]}}
-    assert config["fine"]["networks"]["s"] == {"architecture": "hmrnet-s", "options": {"hr_width": 2}}
+    assert config["data"]["normalisation"]["ct"] == {"clip": [-50, 90]}
+    # exactly the parent's network: options it leaves out keep the network's defaults, not the recipe's
+    assert config["fine"]["networks"]["s"] == {"architecture": "hmrnet-s",
+                                               "options": {"hr_width": 2, "activation": "relu"}}
     assert config["fine"]["margin"] == 6 and config["coarse"]["options"] == {"levels": 3}
     for stage, lr in (("coarse", 0.01), ("fine", 0.005)):  # the smoke recipe's rates, halved
         assert config[stage]["epochs"] == 3 and config[stage]["iterations_per_epoch"] == 7
