@@ -42,7 +42,7 @@ def test_finetune_improves_a_shifted_site(tmp_path, capsys):
     prepare(tmp_path / "original", tmp_path / "cache", config["data"], progress=False)
     train_coarse(config, tmp_path / "cache", tmp_path / "work")
     train_fine(config, tmp_path / "cache", tmp_path / "work", targets_for_labels(["falx"]))
-    parent = export_bundle(config, tmp_path / "work", tmp_path / "parent")
+    parent = export_bundle(tmp_path / "work", tmp_path / "parent")
     t_parent = time.time() - t0
 
     write_site(tmp_path / "site", 6, seed=5)
