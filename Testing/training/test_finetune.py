@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 from brainbarriers.bundles import load_bundle
-from training_helpers import PYTHONPATH, REPO, run_training_cli, write_config
-
 from brainbarriers_training.config import deep_merge, load_config
 from brainbarriers_training.finetune import (
     child_version,
@@ -21,6 +19,7 @@ from brainbarriers_training.finetune import (
     holdout_split,
     merged_volume_stats,
 )
+from training_helpers import PYTHONPATH, REPO, run_training_cli, write_config
 
 TINY_BUNDLE = REPO / "Testing" / "pipeline" / "tiny_bundle.py"
 

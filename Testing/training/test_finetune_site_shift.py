@@ -11,7 +11,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 from brainbarriers.structures import targets_for_labels
-
 from brainbarriers_training.config import deep_merge, load_config
 from brainbarriers_training.export import export_bundle
 from brainbarriers_training.finetune import finetune

@@ -8,7 +8,6 @@ from brainbarriers.bundles.cache import SHIPPED_DIR
 from brainbarriers.bundles.schema import schema_errors
 from brainbarriers.quality import volume_statistics
 from brainbarriers.structures import OUTPUT_LABELS
-
 from brainbarriers_training.export import training_volume_stats
 from brainbarriers_training.phantom import case_files
 
