@@ -10,6 +10,7 @@ from pathlib import Path
 from brainbarriers.errors import BrainBarriersError
 
 from .config import ConfigError, load_recipe, save_recipe
+from .finetune import FinetuneRefused
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -105,9 +106,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--licence-file", type=Path, default=None)
     p.add_argument("--model-card", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="prepared training data: store its per-structure volume statistics (quality flags)")
+    _cases_args(p)
 
     p = sub.add_parser("recipe", help="print the complete, validated recipe (defaults + file + --set)")
     _config_args(p)
+
+    p = sub.add_parser("finetune", help="fine-tune a bundle on a site's corrected cases; export only if it helps")
+    _config_args(p)
+    p.add_argument("--from", dest="parent", required=True, help="parent model: installed id, id@version or bundle folder")
+    p.add_argument("--data", required=True, type=Path, help="site data folder (brainbarriers collect)")
+    p.add_argument("--out", required=True, type=Path, help="folder of the new bundle (must not exist)")
+    p.add_argument("--workdir", type=Path, default=None, help="training folder (default: OUT-work)")
+    p.add_argument("--version", default=None, help="version of the new bundle (default: the parent's +site.N)")
+    p.add_argument("--device", default="auto", help="device of the held-out evaluation")
     return ap
 
 
@@ -217,7 +230,7 @@ def run(args) -> int:
             extra["LICENSE"] = args.licence_file
         if args.model_card:
             extra["MODEL_CARD.md"] = args.model_card
-        path = export_bundle(args.workdir, args.out, extra or None)
+        path = export_bundle(args.workdir, args.out, extra or None, args.cache, args.cases)
         print(f"wrote bundle {path}")
         return 0
     config = _load(args)
@@ -255,6 +268,16 @@ def run(args) -> int:
                                targets=_structures(args.structure))
         print(table)
         return 0
+    if args.command == "finetune":
+        from .finetune import finetune
+
+        if not args.data.is_dir():
+            raise FileNotFoundError(f"site data {args.data} is not a folder")
+        result = finetune(args.parent, args.data, args.out, config, args.workdir, args.version, args.device,
+                          progress=config["train"].get("progress", True))
+        print(f"wrote bundle {result.bundle}: held-out mean Dice {result.candidate_dice:.3f} "
+              f"(parent {result.parent_dice:.3f}) on {len(result.held_out)} site cases; trained on {len(result.trained_on)}")
+        return 0
     raise AssertionError(args.command)
 
 
@@ -268,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except FinetuneRefused as exc:  # not a user error: the site data did not help this model
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is kept; run the same command again to resume)", file=sys.stderr)
         return 130

@@ -240,15 +240,17 @@ class _Run:
 
 def train(config: Recipe | dict, stage_cfg: dict, cache: Path, entries: list[dict], out_dir: Path,
           target: FineTarget | None = None, boxes: dict | None = None, spacing=None,
-          milestones: list[int] | None = None, resume: bool = True) -> dict:
+          milestones: list[int] | None = None, resume: bool = True, init_weights: dict | None = None) -> dict:
     """Train one network (coarse when ``target`` is None) on ``entries``; returns a summary dict.
+
+    ``init_weights``: a state dict to start from (fine-tuning) instead of a random initialisation.
 
     Writes into ``out_dir``: checkpoint.pt (resumable), log.csv, tb/ (TensorBoard), network.json,
     recipe.json (the complete recipe), final.safetensors and ``epoch_NNNN.safetensors`` at the
     given milestone epochs.
     """
     recipe = as_recipe(config)
-    run = _build(recipe, stage_cfg, entries, Path(out_dir), target, milestones)
+    run = _build(recipe, stage_cfg, entries, Path(out_dir), target, milestones, init_weights)
     if resume and run.checkpoint_path.is_file():
         _resume(run)
     _attach_data(run, cache, entries, target, spacing, boxes)
@@ -261,7 +263,7 @@ def train(config: Recipe | dict, stage_cfg: dict, cache: Path, entries: list[dic
 
 
 def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, target: FineTarget | None,
-           milestones: list[int] | None) -> _Run:
+           milestones: list[int] | None, init_weights: dict | None = None) -> _Run:
     """Processes, output folder, network, loss, optimizer and AMP scaler (seeded; nothing resumed yet)."""
     rank, world, device = init_distributed()
     if stage_cfg.get("threads"):
@@ -277,7 +279,10 @@ def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, 
     direction = tuple(entries[0].get("direction") or IDENTITY)
     spec = network_spec(recipe, target, direction)
     torch.manual_seed(seed)
-    model = build_network(spec).to(device)
+    model = build_network(spec)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model = model.to(device)
     use_amp = bool(stage_cfg.get("amp")) and device.type == "cuda"
     return _Run(out_dir=out_dir, stage_cfg=stage_cfg, rank=rank, world=world, device=device, seed=seed,
                 epochs=int(stage_cfg["epochs"]), iterations=int(stage_cfg["iterations_per_epoch"]),

@@ -99,8 +99,29 @@ def trained_targets(workdir: Path) -> list[str]:
     return [t.key for t in FINE_TARGETS if (Path(workdir) / "fine" / t.key / FINAL).is_file()]
 
 
-def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None = None) -> Path:
-    """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``."""
+def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
+    """Manifest ``volume_stats``: per output label, the volumes of the prepared training labels
+    (model spacing) of ``cases`` (default: every prepared case)."""
+    import numpy as np
+    from brainbarriers.quality import output_volumes, volume_statistics
+
+    from .prepare import load_index
+
+    index = load_index(cache)
+    volumes: dict[str, list[float]] = {}
+    for entry in index["cases"]:
+        if cases and entry["case"] not in cases:
+            continue
+        with np.load(Path(cache) / entry["file"]) as z:
+            for key, ml in output_volumes(z["label"], tuple(index["spacing"])).items():
+                volumes.setdefault(key, []).append(ml)
+    return volume_statistics(volumes)
+
+
+def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
+                  cache: Path | None = None, cases: list[str] | None = None) -> Path:
+    """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``; with the
+    prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics."""
     from brainbarriers.bundles import write_bundle
 
     workdir = Path(workdir)
@@ -110,6 +131,8 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
     if not targets:
         raise FileNotFoundError(f"no trained fine networks in {workdir / 'fine'}")
     manifest = manifest_for_run(workdir, targets)
+    if cache is not None:
+        manifest["volume_stats"] = training_volume_stats(cache, cases)
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}
     for key in targets:
         states[f"fine_{key}.safetensors"] = load_weights(workdir / "fine" / key / FINAL)

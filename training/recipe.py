@@ -169,6 +169,21 @@ class FineStage:
 
 
 @dataclass(frozen=True)
+class FinetuneSettings:
+    """``finetune``: a short schedule at a fraction of each stage's learning rate, and the held-out check."""
+
+    epochs: int = 10
+    iterations_per_epoch: int = 250
+    #: multiplies each stage's optimizer learning rate
+    lr_factor: float = 0.1
+    #: share of the site cases kept out of training and used to compare with the parent
+    holdout_fraction: float = 0.25
+    #: the held-out mean Dice must reach the parent's plus this, or nothing is exported
+    min_gain: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class BundleInfo:
     id: str = "brainbarriers-model"
     version: str = "0.1.0"
@@ -190,6 +205,7 @@ class Recipe:
     train: TrainSettings = TrainSettings()
     coarse: CoarseStage = CoarseStage()
     fine: FineStage = FineStage()
+    finetune: FinetuneSettings = FinetuneSettings()
     bundle: BundleInfo = BundleInfo()
     #: per-stage overrides of ``train`` settings, as written in the file's stage sections.
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict, compare=True)

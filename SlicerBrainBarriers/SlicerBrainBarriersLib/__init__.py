@@ -8,4 +8,6 @@ dependencies what to install inside Slicer, and how, without touching Slicer's o
 devices      device choices for the panel
 models       the models the panel offers
 panel        text and choices the widget shows (pure functions)
+review       quality flags as segment status "flagged", the next flagged segment, the uncertainty volume
+site_data    "Save case for training": inputs and reviewed segmentation into a site data folder
 """

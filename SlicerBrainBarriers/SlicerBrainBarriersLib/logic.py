@@ -19,7 +19,7 @@ from typing import Callable
 
 from brainbarriers.structures import MODALITIES, OUTPUT_LABELS, output_label
 
-from . import scene_io, segments
+from . import review, scene_io, segments
 from .process import PipelineProcess, ProgressEvent, python_executable
 
 #: Folder holding the bundled core package ``brainbarriers`` (source tree and installed module alike).
@@ -49,7 +49,8 @@ class SegmentParameters:
         model: --model value (bundle id, id@version or folder).
         device: "auto", "cpu", "cuda" or "mps".
         structures: output-label keys to produce (empty = all).
-        quality: "fast" or "full" (full adds flip test-time augmentation).
+        quality: "fast" or "full" (full adds flip test-time augmentation and the left-right check).
+        uncertainty: also load the per-voxel uncertainty volume.
         target: segmentation node to update, or None to create a new one.
         register: rigidly co-register the MR inputs to the reference (--register).
     """
@@ -61,9 +62,11 @@ class SegmentParameters:
     quality: str = "fast"
     target: object = None
     register: bool = False
+    uncertainty: bool = False
 
     def modalities(self) -> list[str]:
         return [m for m in MODALITIES if self.inputs.get(m) is not None]
+
 
     def reference_modality(self) -> str:
         present = [m for m in MODALITIES if self.inputs.get(m) is not None]
@@ -149,6 +152,8 @@ class BrainBarriersLogic:
         cmd += ["--quality", params.quality, "--progress", "json", "--case", "case"]
         if params.register:
             cmd += ["--register"]
+        if params.uncertainty:
+            cmd.append("--uncertainty")
         if params.structures and len(params.structures) < len(OUTPUT_LABELS):
             cmd += ["--structures", *params.structures]
         return cmd
@@ -207,7 +212,7 @@ class BrainBarriersLogic:
             target = run.params.target
             if target is not None and target.GetScene() is not self.scene:
                 target = None  # deleted while the pipeline ran: make a new node rather than lose the result
-            return segments.import_labels(
+            summary = segments.import_labels(
                 self.scene,
                 label_image,
                 run.params.labels(),
@@ -217,8 +222,30 @@ class BrainBarriersLogic:
                 model=model_tag,
                 node_name=f"{reference.GetName()} brain barriers",
             )
+            self.mark_flags(summary, report)
+            if outputs.get("uncertainty"):
+                summary.uncertainty = review.load_uncertainty(self.scene, outputs["uncertainty"],
+                                                              f"{reference.GetName()} uncertainty")
+            return summary
         finally:
             shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def mark_flags(self, summary: segments.ImportSummary, report: dict) -> None:
+        """Set the report's quality flags on the segments this import wrote (not on kept ones)."""
+        produced = summary.added + summary.replaced + summary.copied
+        ids = {}
+        for segment_id in produced:
+            for lab in OUTPUT_LABELS:
+                if segment_id == lab.segment_id or segment_id.startswith(lab.segment_id + "_"):
+                    ids[lab.key] = segment_id
+        summary.flagged = review.apply_flags(summary.node, review.report_flags(report), ids)
+
+    def save_case_for_training(self, segmentation_node, inputs: dict, out_dir: str | Path, case: str | None = None,
+                               overwrite: bool = False):
+        """Inputs and the (edited) segmentation into a site data folder for fine-tuning (see site_data)."""
+        from .site_data import save_case_for_training
+
+        return save_case_for_training(segmentation_node, inputs, out_dir, case, overwrite)
 
     def segment(
         self,

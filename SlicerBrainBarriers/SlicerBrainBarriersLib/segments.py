@@ -45,9 +45,11 @@ class ImportSummary:
     replaced: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)  # set by the logic from the run's quality flags
+    uncertainty: object = None  # the uncertainty volume node, when the run wrote one
 
     def message(self) -> str:
-        parts = [f"{len(v)} {k}" for k, v in self.__dict__.items() if k != "node" and v]
+        parts = [f"{len(v)} {k}" for k, v in self.__dict__.items() if isinstance(v, list) and v]
         return ", ".join(parts) if parts else "nothing changed"
 
 

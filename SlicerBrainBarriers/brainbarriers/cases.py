@@ -52,7 +52,8 @@ def run_case(
     """
     check_case_name(case)
     extra = extra or {}
-    paths = {**export.output_paths(out_dir, case, overview, challenge), **{k: p for k, (p, _) in extra.items()}}
+    paths = {**export.output_paths(out_dir, case, overview, challenge, segmenter.options.uncertainty),
+             **{k: p for k, (p, _) in extra.items()}}
     export.prepare_output_dir(out_dir, paths, overwrite)
     with case_lock(out_dir, case):
         export.prepare_output_dir(out_dir, paths, overwrite)  # again: another run may have finished meanwhile
@@ -75,6 +76,8 @@ def _run_locked(segmenter: Segmenter, inputs: dict[str, str | Path], paths: dict
             export.write_labels(out.temp["challenge"], result.labels, compress=False)
         if overview:
             export.write_overview(out.temp["overview"], images[result.reference], result.labels)
+        if result.quality.uncertainty is not None:
+            export.write_uncertainty(out.temp["uncertainty"], result.quality.uncertainty)
         for kind, (_, write) in extra.items():
             write(out.temp[kind], result, values, segmenter.bundle)
         report = export.build_report(

@@ -36,6 +36,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar", help="json: one JSON object per line")
     p.add_argument("--overview", action="store_true", help="also write <case>_overview.png")
     p.add_argument("--challenge-format", action="store_true", help="also write <case>_task1.mha (uncompressed UCHAR)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz (per-voxel entropy of the structure probabilities, bits)")
     p.add_argument("--no-cleanup", action="store_true", help="keep every connected component")
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
@@ -99,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(batch)
     batch.set_defaults(func=cmd_batch)
 
+    col = sub.add_parser("collect", help="save a reviewed case into a site data folder for fine-tuning (training layout)")
+    col.add_argument("--seg", required=True, help="the reviewed segmentation (.seg.nrrd)")
+    col.add_argument("--ct", help="CT of the case")
+    col.add_argument("--t1", help="contrast T1 of the case")
+    col.add_argument("--t2", help="T2 (FLAIR) of the case")
+    col.add_argument("--out", required=True, help="site data folder (NNN/NNN_ct.mha ... NNN_labelmap_task1.mha)")
+    col.add_argument("--case", help="case id (default: the next free three-digit id)")
+    col.add_argument("--report", help="the run's report JSON (default: <result>_report.json beside --seg)")
+    col.add_argument("--model-id", help="model that made the first contours (default: from the report)")
+    col.add_argument("--model-version")
+    col.add_argument("--model-sha256")
+    col.add_argument("--overwrite", action="store_true", help="replace an existing case")
+    col.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    col.set_defaults(func=cmd_collect)
     _add_serve_parser(sub)
 
     models = sub.add_parser("models", help="list, download, import, verify or locate model bundles")
@@ -141,6 +157,7 @@ def _segmenter(args, progress):
     options = SegmentOptions(
         structures=args.structures, quality=args.quality, register=args.register,
         check_alignment=not args.no_alignment_check, cleanup=not args.no_cleanup, precision=args.precision,
+        uncertainty=args.uncertainty,
     )
     return Segmenter(bundle, args.device, options, progress)
 
@@ -170,7 +187,8 @@ def cmd_segment(args, progress) -> int:
     from .export import output_paths, prepare_output_dir
 
     extra = _dicom_extra(args, inputs, case)
-    paths = {**output_paths(args.output, case, args.overview, args.challenge_format), **{k: p for k, (p, _) in extra.items()}}
+    paths = {**output_paths(args.output, case, args.overview, args.challenge_format, args.uncertainty),
+             **{k: p for k, (p, _) in extra.items()}}
     prepare_output_dir(args.output, paths, args.overwrite)
     segmenter = _segmenter(args, progress)
     outputs = run_case(segmenter, inputs, args.output, case, args.overwrite, args.overview, args.challenge_format, extra)
@@ -182,6 +200,8 @@ def cmd_segment(args, progress) -> int:
         print(message)
         for s in report["structures"].values():
             print(f"  {s['name']:<22} {s['volume_ml']:9.2f} ml")
+        for flag in report["quality_flags"]:
+            print(f"  check: {flag['reason']}")
         for kind, path in outputs.items():
             print(f"  {kind:<9} {path}")
     return 0
@@ -212,6 +232,23 @@ def cmd_batch(args, progress) -> int:
     if args.progress != "json":
         print(table)
     return 1 if failed else 0
+
+
+def cmd_collect(args, progress) -> int:
+    from .collect import collect_case, model_from_report
+    from .structures import MODALITIES
+
+    inputs = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    if args.report and not Path(args.report).is_file():
+        raise InputError(f"report {args.report}: file not found")
+    model = model_from_report(args.report) if args.report else {}
+    given = {"id": args.model_id, "version": args.model_version, "sha256": args.model_sha256}
+    model.update({k: v for k, v in given.items() if v})
+    result = collect_case(args.seg, inputs, args.out, args.case, model or None, overwrite=args.overwrite)
+    p = result.provenance
+    edited = ", ".join(p["edited"]) or "none"
+    print(f"saved case {p['case']} in {result.folder} (model {p['model']['id']}@{p['model']['version']}; edited: {edited})")
+    return 0
 
 
 # --- models ------------------------------------------------------------------------------------------

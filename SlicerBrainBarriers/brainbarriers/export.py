@@ -19,10 +19,11 @@ from . import __version__
 from .errors import OutputError
 from .structures import OUTPUT_LABELS, output_label
 
-OUTPUT_KINDS = ("seg", "labels", "report", "overview", "challenge")
+OUTPUT_KINDS = ("seg", "labels", "report", "overview", "challenge", "uncertainty")
 
 
-def output_paths(out_dir: str | Path, case: str, overview: bool = False, challenge: bool = False) -> dict[str, Path]:
+def output_paths(out_dir: str | Path, case: str, overview: bool = False, challenge: bool = False,
+                 uncertainty: bool = False) -> dict[str, Path]:
     """Final output paths of one case."""
     d = Path(out_dir)
     paths = {"seg": d / f"{case}.seg.nrrd", "labels": d / f"{case}_labels.nii.gz", "report": d / f"{case}_report.json"}
@@ -30,6 +31,8 @@ def output_paths(out_dir: str | Path, case: str, overview: bool = False, challen
         paths["overview"] = d / f"{case}_overview.png"
     if challenge:
         paths["challenge"] = d / f"{case}_task1.mha"
+    if uncertainty:
+        paths["uncertainty"] = d / f"{case}_uncertainty.nii.gz"
     return paths
 
 
@@ -124,6 +127,11 @@ def write_labels(path: str | Path, labels: sitk.Image, compress: bool = True) ->
     sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(path), useCompression=compress)
 
 
+def write_uncertainty(path: str | Path, uncertainty: sitk.Image) -> None:
+    """Per-voxel uncertainty (entropy in bits, 0..1) as float32 on the reference grid."""
+    sitk.WriteImage(sitk.Cast(uncertainty, sitk.sitkFloat32), str(path), useCompression=True)
+
+
 def structure_stats(labels: sitk.Image, values: list[int]) -> dict[str, dict]:
     """Per output label: voxels, volume (ml), index box (i, j, k) and world box (LPS mm)."""
     from .geometry import box_world, mask_box
@@ -149,7 +157,10 @@ def write_report(path: str | Path, report: dict) -> None:
 
 
 def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str, values: list[int]) -> dict:
-    """The report JSON of one run."""
+    """The report JSON of one run (quality flags in "quality" and under each structure)."""
+    structures = structure_stats(result.labels, values)
+    for key, stats in structures.items():
+        stats["flags"] = [{"kind": f.kind, "reason": f.reason} for f in result.quality.flags_for(key)]
     return {
         "case": case,
         "brainbarriers_version": __version__,
@@ -163,7 +174,9 @@ def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str
             "size": list(result.labels.GetSize()), "spacing": list(result.labels.GetSpacing()),
             "origin": list(result.labels.GetOrigin()), "direction": list(result.labels.GetDirection()),
         },
-        "structures": structure_stats(result.labels, values),
+        "structures": structures,
+        "quality_flags": [f.as_dict() for f in result.quality.flags],
+        "quality_measures": result.quality.measures,
         "fine_boxes": result.boxes,
         "timings_s": result.timings,
         "notes": result.notes,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from . import geometry
+from . import geometry, quality
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
@@ -62,6 +62,7 @@ class SegmentOptions:
     precision: str = "fp32"
     batch_size: int | None = None
     fine_boxes: dict[str, geometry.Box] | None = None
+    uncertainty: bool = False
 
 
 @dataclass
@@ -76,6 +77,7 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     device: str = "cpu"
+    quality: quality.Assessment = field(default_factory=quality.Assessment)
 
 
 # --- stages -----------------------------------------------------------------------------------------
@@ -347,8 +349,10 @@ class Segmenter:
         # symmetric in the other directions), so averaging other flips would feed unseen images.
         return (LR_AXIS,) if self.options.quality == "full" else ()
 
-    def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image) -> np.ndarray:
-        """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid."""
+    def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image,
+                         flips: tuple[int, ...] | None = None) -> np.ndarray:
+        """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid
+        (``flips``: flip-averaging axes, default from the quality option)."""
         spec = self.bundle.network_spec(target.key)
         needed, trained = fine_axes(target, spec, grid)
         overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
@@ -357,7 +361,8 @@ class Segmenter:
         if swap:  # present the thin axis where the weights expect it
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
             max_crop[needed], max_crop[trained] = max_crop[trained], max_crop[needed]
-        prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop), self._flip_axes())[1]
+        prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop),
+                                   self._flip_axes() if flips is None else flips)[1]
         return np.swapaxes(prob, needed, trained) if swap else prob
 
     # --- stages of one run -------------------------------------------------------------------------
@@ -400,8 +405,9 @@ class Segmenter:
         return boxes, notes
 
     def segment_fine(self, prepared: PreparedInputs, boxes: dict[str, geometry.Box | None],
-                     timings: dict[str, float]) -> tuple[np.ndarray, list[str]]:
-        """Fine stage: each target's network in its box, pasted back where its probability is highest."""
+                     timings: dict[str, float], probabilities: dict | None = None) -> tuple[np.ndarray, list[str]]:
+        """Fine stage: each target's network in its box, pasted back where its probability is highest
+        (``probabilities``, when given, receives each target's (box, foreground probability))."""
         shape = prepared.channels.shape[1:]
         labels = np.zeros(shape, dtype=np.uint8)
         best = np.zeros(shape, dtype=np.float32)
@@ -425,6 +431,8 @@ class Segmenter:
             ts = time.perf_counter()
             prob = self.fine_probability(t, prepared.channels[(slice(None), *geometry.box_slices(box))], prepared.grid)
             paste_by_probability(labels, best, prob, box, t.label)
+            if probabilities is not None:
+                probabilities[t.key] = (box, prob)
             timings[f"fine_{t.key}"] = time.perf_counter() - ts
         return labels, notes
 
@@ -451,11 +459,17 @@ class Segmenter:
         mark = lap("prepare", tick)
         boxes, box_notes = self.localise(prepared)
         mark = lap("coarse", mark)
-        labels, fine_notes = self.segment_fine(prepared, boxes, timings)
+        probabilities: dict[str, tuple[geometry.Box, np.ndarray]] = {}
+        labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
         mark = lap("fine", mark)
         grid = prepared.grid
-        del prepared
         out = self.postprocess(labels, grid, images[reference_key])
+        assessment = quality.assess(
+            out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
+            quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)
+            if self.options.quality == "full" else None,
+            images[reference_key] if self.options.uncertainty else None)
+        del prepared
         lap("postprocess", mark)
         timings["total"] = time.perf_counter() - tick
         box_report = {
@@ -466,7 +480,7 @@ class Segmenter:
         return SegmentResult(
             labels=out, reference=reference_key, modalities=list(images), targets=[t.key for t in self.targets],
             boxes=box_report, timings={k: round(v, 3) for k, v in timings.items()},
-            notes=notes + box_notes + fine_notes + self.runner.notes, device=str(self.runner.device),
+            notes=notes + box_notes + fine_notes + self.runner.notes, device=str(self.runner.device), quality=assessment,
         )
 
 

@@ -63,6 +63,9 @@ class OutputLabel:
     name: str
     color: tuple[int, int, int]
     code: Code
+    #: separate pieces expected at most (quality flag "components"); the ventricles' fourth
+    #: ventricle joins the rest only through the thin aqueduct, so two pieces are normal
+    components: int = 1
 
     @property
     def color_float(self) -> tuple[float, float, float]:
@@ -126,7 +129,7 @@ OUTPUT_LABELS: tuple[OutputLabel, ...] = (
         Code(PRIVATE_SCHEME, "SBB003", "Dural venous sinuses"),
     ),
     OutputLabel(4, "tentorium", "Tentorium cerebelli", (170, 80, 230), Code(PRIVATE_SCHEME, "SBB002", "Tentorium cerebelli")),
-    OutputLabel(5, "ventricles", "Ventricles", (60, 200, 120), Code("SCT", "35764002", "Brain ventricle")),
+    OutputLabel(5, "ventricles", "Ventricles", (60, 200, 120), Code("SCT", "35764002", "Brain ventricle"), 2),
 )
 
 FINE_TARGETS: tuple[FineTarget, ...] = (
