@@ -40,6 +40,7 @@ from SlicerBrainBarriersLib import (
     dicom_export,
     models,
     panel,
+    review,
     samples,
     segments,
 )
@@ -48,6 +49,10 @@ from SlicerBrainBarriersLib.process import PipelineProcess
 
 #: Modality -> parameter-node attribute.
 INPUT_PARAMETERS = {"ct": "ctVolume", "t1": "t1Volume", "t2": "t2Volume"}
+#: Opacity of the uncertainty overlay over the images.
+UNCERTAINTY_OPACITY = 0.4
+#: Segmentation node attribute: the case folder "Save case for training" last wrote from it.
+SAVED_CASE_ATTRIBUTE = "BrainBarriers.TrainingCase"
 
 
 class SlicerBrainBarriers(ScriptedLoadableModule):
@@ -104,6 +109,7 @@ class SlicerBrainBarriersParameterNode:
     quality: str = "fast"
     structures: str = ""  # comma-separated output-label keys; empty = all
     register: bool = False
+    uncertainty: bool = False
 
 
 class _Job:
@@ -127,6 +133,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.modelEntries = []
         self.timer = None
         self.result = None  # (segmentation node, reference volume) of the last run
+        self.resultInputs = {}  # modality -> input volume of the last run (Save case for training)
+        self.uncertaintyNode = None  # the last run's uncertainty volume, when it wrote one
+        self.currentFlagged = None  # segment ID the review last jumped to
         self._parameterNode = None
         self._updatingGUI = False
 
@@ -148,6 +157,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._setupSettings()
         self._setupRun()
         self._setupResult()
+        self._setupReview()
         self._setupDicomExport()
         self._setupDependencies()
 
@@ -187,6 +197,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.qualityComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.registerCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.uncertaintyCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self._probeDevices()
 
     def _setupRun(self):
@@ -195,6 +206,14 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def _setupResult(self):
         self.ui.showResultButton.connect("clicked(bool)", self.onShowResultButton)
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
+
+    def _setupReview(self):
+        self.ui.flagsTableWidget.connect("cellDoubleClicked(int,int)", self.onFlagDoubleClicked)
+        self.ui.nextFlaggedButton.connect("clicked(bool)", self.onNextFlaggedButton)
+        self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertainty)
+        self.ui.trainingFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
+        self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCaseButton)
+        self._updateReview()
 
     def _setupDicomExport(self):
         self.ui.dicomFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
@@ -230,6 +249,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onSceneEndClose(self, caller=None, event=None):
         self.result = None
+        self.resultInputs = {}
+        self.uncertaintyNode = None
+        self.currentFlagged = None
         self._updateResultButtons()
         self.initializeParameterNode()
 
@@ -259,6 +281,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 if index >= 0:
                     combo.currentIndex = index
             self.ui.registerCheckBox.checked = p.register
+            self.ui.uncertaintyCheckBox.checked = p.uncertainty
             wanted = set(p.structures.split(",")) if p.structures else None
             for item in self._structureItems():
                 item.setCheckState(qt.Qt.Checked if wanted is None or item.data(qt.Qt.UserRole) in wanted else qt.Qt.Unchecked)
@@ -280,6 +303,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 p.device = self.ui.deviceComboBox.currentData or "auto"
                 p.quality = self.ui.qualityComboBox.currentData or "fast"
                 p.register = bool(self.ui.registerCheckBox.checked)
+                p.uncertainty = bool(self.ui.uncertaintyCheckBox.checked)
                 checked = self._checkedStructures()
                 p.structures = "" if len(checked) == len(OUTPUT_LABELS) else ",".join(checked)
         finally:
@@ -398,6 +422,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             quality=self.ui.qualityComboBox.currentData or "fast",
             target=self.ui.outputSegmentationSelector.currentNode(),
             register=bool(self.ui.registerCheckBox.checked),
+            uncertainty=bool(self.ui.uncertaintyCheckBox.checked),
         )
 
     def onApplyButton(self):
@@ -459,8 +484,13 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         self.ui.progressBar.value = 100
         self.result = (summary.node, run.reference_node)
+        self.resultInputs = {m: n for m, n in run.params.inputs.items() if n is not None}
+        self.uncertaintyNode = summary.uncertainty
+        self.currentFlagged = None
         self._updateResultButtons()
         self.onShowResultButton()
+        for line in review.flag_messages(summary.node, summary.flagged):
+            self._log(f"Flagged: {line}")
         self._finished(f"Done: {summary.node.GetName()}: {summary.message()}.")
 
     def _askAboutEditedSegment(self, segment_id, segment_name):
@@ -482,6 +512,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.showResultButton.enabled = ok
         self.ui.segmentEditorButton.enabled = ok
         self._updateExportButton()
+        self._updateReview()
 
     def onShowResultButton(self):
         if self.result is None:
@@ -492,6 +523,8 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         layout = slicer.app.layoutManager()
         if layout is not None and layout.threeDViewCount:
             layout.threeDWidget(0).threeDView().resetFocalPoint()
+        if self._uncertaintyShown():
+            self.onShowUncertainty(True)
 
     def onSegmentEditorButton(self):
         if self.result is None:
@@ -501,6 +534,124 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         editor = slicer.modules.SegmentEditorWidget.editor
         editor.setSegmentationNode(node)
         editor.setSourceVolumeNode(reference)
+
+    # -- review ---------------------------------------------------------------------------------
+    def _resultNode(self):
+        ok = self.result is not None and self.result[0].GetScene() is slicer.mrmlScene
+        return self.result[0] if ok else None
+
+    def _uncertaintyShown(self):
+        return self.uncertaintyNode is not None and self.uncertaintyNode.GetScene() is slicer.mrmlScene
+
+    def _updateReview(self):
+        """The flags table, the flagged count and the review buttons from the result node as it is now."""
+        node = self._resultNode()
+        flagged = review.flagged_segments(node) if node is not None else []
+        table = self.ui.flagsTableWidget
+        rows = [(segment_id, flag) for segment_id, flags in flagged for flag in (flags or [{"kind": "", "reason": ""}])]
+        table.setRowCount(len(rows))
+        for row, (segment_id, flag) in enumerate(rows):
+            segment = node.GetSegmentation().GetSegment(segment_id)
+            tooltip = review.flag_tooltip(segment)
+            for column, text in enumerate((segment.GetName(), flag.get("kind", ""), flag.get("reason", ""))):
+                item = qt.QTableWidgetItem(text)
+                item.setData(qt.Qt.UserRole, segment_id)
+                item.setToolTip(tooltip)
+                table.setItem(row, column, item)
+        table.resizeColumnToContents(0)
+        table.resizeColumnToContents(1)
+        if node is None:
+            self.ui.flaggedLabel.text = "No result yet."
+        else:
+            self.ui.flaggedLabel.text = panel.flagged_text(len(flagged))
+        self.ui.nextFlaggedButton.enabled = bool(flagged)
+        shown = self._uncertaintyShown()
+        self.ui.showUncertaintyCheckBox.enabled = shown
+        if not shown and self.ui.showUncertaintyCheckBox.checked:
+            self.ui.showUncertaintyCheckBox.checked = False
+        self.ui.saveCaseButton.enabled = node is not None
+
+    def _goToFlagged(self, segment_id, ras):
+        """Select a flagged segment (table row, Segment Editor when it edits this node) and centre the views on it."""
+        node = self._resultNode()
+        self.currentFlagged = segment_id
+        table = self.ui.flagsTableWidget
+        for row in range(table.rowCount):
+            item = table.item(row, 0)
+            if item is not None and item.data(qt.Qt.UserRole) == segment_id:
+                table.selectRow(row)
+                break
+        editor_widget = getattr(slicer.modules, "SegmentEditorWidget", None)
+        editor = getattr(editor_widget, "editor", None)
+        if editor is not None and editor.segmentationNode() is node:
+            editor.setCurrentSegmentID(segment_id)
+        name = node.GetSegmentation().GetSegment(segment_id).GetName()
+        if ras is None:  # flagged as missing: nothing to show
+            self._log(f"{name} is empty: nothing to centre the views on.")
+            return
+        review.jump_to(slicer.mrmlScene, ras)
+        self._log(f"Centred the views on {name}.")
+
+    def onFlagDoubleClicked(self, row, column=0):
+        node = self._resultNode()
+        item = self.ui.flagsTableWidget.item(row, 0)
+        if node is None or item is None:
+            return
+        segment_id = item.data(qt.Qt.UserRole)
+        if node.GetSegmentation().GetSegment(segment_id) is None:  # removed since the table was filled
+            self._updateReview()
+            return
+        self._goToFlagged(segment_id, review.segment_centre(node, segment_id))
+
+    def onNextFlaggedButton(self):
+        node = self._resultNode()
+        found = review.next_flagged(node, self.currentFlagged) if node is not None else None
+        if found is None:  # the user may have set every flagged segment to reviewed meanwhile
+            self._updateReview()
+            return
+        self._goToFlagged(*found)
+
+    def onShowUncertainty(self, show):
+        if not self._uncertaintyShown():
+            return
+        if show:
+            review.show_overlay(slicer.mrmlScene, self.uncertaintyNode, UNCERTAINTY_OPACITY)
+        else:
+            review.hide_overlay(slicer.mrmlScene, self.uncertaintyNode)
+        if bool(self.ui.showUncertaintyCheckBox.checked) != bool(show):
+            self.ui.showUncertaintyCheckBox.checked = bool(show)
+
+    def onSaveCaseButton(self):
+        node = self._resultNode()
+        if self._busy() or node is None:
+            return
+        folder = self.ui.trainingFolderPathLineEdit.currentPath.strip()
+        if not folder:
+            self.ui.trainingFolderPathLineEdit.browse()  # the folder picker, as its browse button opens it
+            folder = self.ui.trainingFolderPathLineEdit.currentPath.strip()
+            if not folder:
+                return
+        # saving the same segmentation into the same folder again replaces its case, after asking
+        case, overwrite = None, False
+        previous = node.GetAttribute(SAVED_CASE_ATTRIBUTE)
+        if previous and Path(previous).parent == Path(folder) and Path(previous).is_dir():
+            if not slicer.util.confirmOkCancelDisplay(
+                    f"Case {Path(previous).name} in {folder} was saved from {node.GetName()}. Replace it?"):
+                return
+            case, overwrite = Path(previous).name, True
+        try:
+            with slicer.util.tryWithErrorDisplay("Save case for training failed.", waitCursor=True):
+                saved = self.logic.save_case_for_training(node, self.resultInputs, folder, case, overwrite)
+        except Exception as exc:  # shown by tryWithErrorDisplay; the panel stays usable
+            self._finished(f"Save case for training failed: {exc}")
+            return
+        node.SetAttribute(SAVED_CASE_ATTRIBUTE, str(saved.folder))
+        self.ui.trainingFolderPathLineEdit.addCurrentPathToHistory()
+        edited = saved.provenance.get("edited") or []
+        names = [saved.provenance["structures"][k]["segment"] for k in edited]
+        self._log(f"Saved case {saved.folder}")
+        self._log("Edited segments: " + (", ".join(names) if names else "none"))
+        self._finished(f"Saved case {saved.folder.name} for training in {folder} ({len(names)} edited).")
 
     # -- DICOM export ---------------------------------------------------------------------------
     def _exportSource(self):

@@ -56,3 +56,10 @@ def failure_text(message: str, registered: bool) -> str:
         text += ("\n\nThe inputs do not line up. Tick 'Co-register MR inputs' to align the MR volumes to the "
                  "reference rigidly, or register them yourself (General Registration) and harden the transform.")
     return text
+
+
+def flagged_text(count: int) -> str:
+    """The Review section's summary line."""
+    if count == 0:
+        return "No segment flagged by the quality checks."
+    return f"{count} segment{'s' if count != 1 else ''} flagged: check {'them' if count != 1 else 'it'} first."

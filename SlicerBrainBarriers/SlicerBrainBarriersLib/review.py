@@ -95,8 +95,11 @@ def flagged_segments(segmentation_node) -> list[tuple[str, list[dict]]]:
     return out
 
 
-def next_flagged(segmentation_node, current: str | None = None) -> tuple[str, tuple[float, float, float]] | None:
-    """The flagged segment after ``current`` (wrapping round) and its centre in RAS; None when none is flagged."""
+def next_flagged(segmentation_node, current: str | None = None) -> tuple[str, tuple[float, float, float] | None] | None:
+    """The flagged segment after ``current`` (wrapping round) and its centre in RAS; None when none is flagged.
+
+    The centre is None for an empty segment (a structure flagged as missing has no place to show).
+    """
     ids = [segment_id for segment_id, _ in flagged_segments(segmentation_node)]
     if not ids:
         return None
@@ -104,8 +107,28 @@ def next_flagged(segmentation_node, current: str | None = None) -> tuple[str, tu
     after = order.index(current) if current in order else -1
     following = [s for s in ids if order.index(s) > after]
     segment_id = (following or ids)[0]
+    centre = segment_centre(segmentation_node, segment_id)
+    return segment_id, centre
+
+
+def segment_centre(segmentation_node, segment_id: str) -> tuple[float, float, float] | None:
+    """The segment's centre in RAS; None when it is empty."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    if segment is None or _is_empty(segmentation_node, segment_id):
+        return None
     centre = segmentation_node.GetSegmentCenterRAS(segment_id)
-    return segment_id, tuple(float(c) for c in centre)
+    return tuple(float(c) for c in centre) if centre is not None else None
+
+
+def _is_empty(segmentation_node, segment_id: str) -> bool:
+    # asked first: GetSegmentCenterRAS warns in the log for every empty segment
+    segmentation = segmentation_node.GetSegmentation()
+    labelmap = segmentation.GetSegment(segment_id).GetRepresentation(segmentation.GetSourceRepresentationName())
+    if labelmap is None:
+        return True
+    if hasattr(labelmap, "IsEmpty"):
+        return bool(labelmap.IsEmpty())
+    return labelmap.GetNumberOfPoints() == 0
 
 
 def jump_to(scene, ras: tuple[float, float, float]) -> None:
@@ -127,3 +150,23 @@ def load_uncertainty(scene, path: str, name: str = "Brain barriers uncertainty")
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(0.0, 1.0)
     return node
+
+
+def _composite_nodes(scene) -> list:
+    name = "vtkMRMLSliceCompositeNode"
+    return [scene.GetNthNodeByClass(i, name) for i in range(scene.GetNumberOfNodesByClass(name))]
+
+
+def show_overlay(scene, volume, opacity: float = 0.4) -> None:
+    """``volume`` as the foreground layer of every slice view, at ``opacity`` (as
+    ``slicer.util.setSliceViewerLayers(foreground=..., foregroundOpacity=...)`` does, on MRML alone)."""
+    for composite in _composite_nodes(scene):
+        composite.SetForegroundVolumeID(volume.GetID())
+        composite.SetForegroundOpacity(opacity)
+
+
+def hide_overlay(scene, volume) -> None:
+    """Take ``volume`` out of the foreground of the slice views that show it; other foregrounds stay."""
+    for composite in _composite_nodes(scene):
+        if volume is not None and composite.GetForegroundVolumeID() == volume.GetID():
+            composite.SetForegroundVolumeID(None)

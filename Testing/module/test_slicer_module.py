@@ -612,3 +612,152 @@ def test_export_to_dicom_offers_the_dicom_libraries_first(fresh, harness, tmp_pa
     assert "pip ran" in ui.logTextEdit.toPlainText()
     assert sorted(p.name for p in out.iterdir()) == [f"{module.dicom_export.case_name(node)}_seg.dcm"], ui.logTextEdit.toPlainText()
     assert ui.progressLabel.text.startswith("Exported")
+
+
+def _slice_views():
+    """The three slice views' nodes as Slicer's layout creates them (the harness has no layout manager)."""
+    import slicer
+
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(slicer.mrmlScene)
+    views = {}
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        slice_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode")
+        slice_node.SetLayoutName(name)
+        getattr(slice_node, f"SetOrientationTo{orientation}")()
+        composite = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+        views[name] = (slice_node, composite)
+    return views
+
+
+def _centre(views) -> tuple[float, float, float]:
+    """The RAS point the three orthogonal views go through (their slice offsets)."""
+    red, yellow, green = (views[n][0].GetSliceToRAS() for n in ("Red", "Yellow", "Green"))
+    return yellow.GetElement(0, 3), green.GetElement(1, 3), red.GetElement(2, 3)
+
+
+def test_review_after_a_run_with_uncertainty(fresh, harness, tmp_path):
+    """A run of the random tiny bundle with Uncertainty ticked: its low-confidence flags fill the
+    table and the log, Next flagged and a double-click move the slice views, the uncertainty volume
+    is the foreground at 40%, and the review controls follow the segment status."""
+    import numpy as np
+    import slicer
+    from SlicerBrainBarriersLib import review
+
+    ui = fresh.ui
+    assert not ui.nextFlaggedButton.enabled and not ui.saveCaseButton.enabled and not ui.showUncertaintyCheckBox.enabled
+    assert ui.flagsTableWidget.rowCount == 0 and ui.flaggedLabel.text == "No result yet."
+    load_patient(tmp_path, "U")
+    views = _slice_views()
+    ui.uncertaintyCheckBox.checked = True
+    assert fresh.widget._parameterNode.uncertainty is True  # saved with the scene, like the other choices
+    fresh.click(ui.applyButton)
+    fresh.wait_idle()
+    log = ui.logTextEdit.toPlainText()
+    assert ui.progressLabel.text.startswith("Done") and "flagged" in ui.progressLabel.text, log
+    assert "--uncertainty" in log
+
+    node = fresh.widget.result[0]
+    flagged = review.flagged_segments(node)
+    assert flagged and all(flags for _, flags in flagged)
+    assert ui.flaggedLabel.text.startswith(f"{len(flagged)} segment{'s' if len(flagged) > 1 else ''} flagged")
+    for line in review.flag_messages(node):
+        assert f"Flagged: {line}" in log
+    rows = [(node.GetSegmentation().GetSegment(s).GetName(), f["kind"], f["reason"]) for s, flags in flagged for f in flags]
+    table = ui.flagsTableWidget
+    assert table.rowCount == len(rows)
+    assert [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount)] == rows
+    assert {f["kind"] for _, flags in flagged for f in flags} & {"confidence", "missing", "volume"}
+    first_segment = node.GetSegmentation().GetSegment(flagged[0][0])
+    assert table.item(0, 2).toolTip() == review.flag_tooltip(first_segment) != ""
+
+    # the uncertainty volume: its own node on the reference grid, the foreground of every view at 40%
+    u = fresh.widget.uncertaintyNode
+    assert u is not None and u.GetScene() is slicer.mrmlScene
+    assert u.GetImageData().GetDimensions() == fresh.widget.result[1].GetImageData().GetDimensions()
+    assert ui.showUncertaintyCheckBox.enabled and ui.showUncertaintyCheckBox.checked
+    for _, composite in views.values():
+        assert composite.GetForegroundVolumeID() == u.GetID() and composite.GetForegroundOpacity() == pytest.approx(0.4)
+    ui.showUncertaintyCheckBox.checked = False
+    assert all(composite.GetForegroundVolumeID() is None for _, composite in views.values())
+    ui.showUncertaintyCheckBox.checked = True
+    assert all(composite.GetForegroundVolumeID() == u.GetID() for _, composite in views.values())
+
+    # Next flagged: each click centres the three views on the next flagged segment, round and round
+    assert ui.nextFlaggedButton.enabled
+    ids = [s for s, _ in flagged]
+    centres = {s: review.segment_centre(node, s) for s in ids}  # None: empty (a missing structure)
+    assert any(c is not None for c in centres.values())
+    for expected in ids + ids[:1]:
+        before = _centre(views)
+        fresh.click(ui.nextFlaggedButton)
+        assert fresh.widget.currentFlagged == expected
+        assert np.allclose(_centre(views), centres[expected] or before, atol=1e-3)
+        assert table.item(table.currentRow(), 0).data(0x0100) == expected  # Qt.UserRole: the selected row
+        if centres[expected] is None:
+            assert "is empty: nothing to centre the views on" in ui.logTextEdit.toPlainText()
+
+    # a double-click on a row selects the segment in Segment Editor and centres the views on it
+    fresh.click(ui.segmentEditorButton)
+    editor = slicer.modules.SegmentEditorWidget.editor
+    target = next(s for s in reversed(ids) if centres[s] is not None and s != fresh.widget.currentFlagged)
+    row = next(r for r in range(table.rowCount) if table.item(r, 0).data(0x0100) == target)
+    table.cellDoubleClicked.emit(row, 2)
+    harness.raise_slot_errors()
+    assert editor.currentSegmentID() == target and fresh.widget.currentFlagged == target
+    assert np.allclose(_centre(views), centres[target], atol=1e-3)
+
+    # once the user marks every flagged segment reviewed, nothing is left to jump to
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    for segment_id in ids:
+        logic.SetSegmentStatus(node.GetSegmentation().GetSegment(segment_id), logic.Completed)
+    before = _centre(views)
+    fresh.click(ui.nextFlaggedButton)
+    assert _centre(views) == before and not ui.nextFlaggedButton.enabled
+    assert table.rowCount == 0 and ui.flaggedLabel.text.startswith("No segment flagged")
+
+
+def test_save_case_for_training_writes_site_data_and_lists_the_edits(fresh, harness, tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    nodes = load_patient(tmp_path / "in", "T")
+    ui = fresh.ui
+    fresh.click(ui.applyButton)
+    fresh.wait_idle()
+    assert ui.progressLabel.text.startswith("Done"), ui.logTextEdit.toPlainText()
+    assert ui.saveCaseButton.enabled and not ui.showUncertaintyCheckBox.enabled  # no uncertainty asked for
+    node = fresh.widget.result[0]
+    box = _replace_segment_with_box(node, tmp_path / "in" / "T_ct.nrrd", "ventricles",
+                                    (slice(10, 16), slice(12, 20), slice(9, 19)), tmp_path)
+    site = tmp_path / "site"
+    harness.user.will(str(site))  # no folder yet: the button opens the folder picker
+    fresh.click(ui.saveCaseButton)
+    assert ui.trainingFolderPathLineEdit.currentPath == str(site)
+    case = site / "001"
+    assert sorted(p.name for p in case.iterdir()) == ["001_ct.mha", "001_labelmap_task1.mha", "001_provenance.json",
+                                                     "001_t1.mha", "001_t2.mha"], ui.logTextEdit.toPlainText()
+    provenance = json.loads((case / "001_provenance.json").read_text())
+    assert provenance["edited"] == ["ventricles"] and provenance["model"]["id"] == "tiny-test"
+    assert provenance["model"]["sha256"]  # the installed bundle's manifest
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "001_labelmap_task1.mha")))
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "001_ct.mha")))
+    assert labels.shape == ct.shape == sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp_path / "in" / "T_ct.nrrd"))).shape
+    from brainbarriers.structures import output_label
+
+    assert np.array_equal(labels == output_label("ventricles").value, box)
+    log = ui.logTextEdit.toPlainText()
+    assert f"Saved case {case}" in log and "Edited segments: Ventricles" in log
+    assert ui.progressLabel.text.startswith("Saved case 001")
+
+    # again into the same folder: asks; Cancel leaves the case as it was, OK replaces it (no 002)
+    before = {p.name: p.stat().st_mtime_ns for p in case.iterdir()}
+    harness.user.will(False)
+    fresh.click(ui.saveCaseButton)
+    assert "Replace it?" in harness.user.seen[-1][1] and "001" in harness.user.seen[-1][1]
+    assert {p.name: p.stat().st_mtime_ns for p in case.iterdir()} == before
+    harness.user.will(True)
+    fresh.click(ui.saveCaseButton)
+    assert sorted(p.name for p in site.iterdir()) == ["001"]
+    assert json.loads((case / "001_provenance.json").read_text())["date"] >= provenance["date"]
+    assert nodes["ct"].GetScene() is not None  # the inputs stay in the scene untouched

@@ -334,12 +334,14 @@ class ctkPathLineEdit(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
 
 
 class qMRMLSegmentEditorWidget(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
-    """What another module can set on Segment Editor: the segmentation and the source volume."""
+    """What another module can set on Segment Editor: the segmentation, the source volume and the
+    selected segment."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._segmentation = None
         self._source = None
+        self._segment_id = ""
 
     def setSegmentationNode(self, node):  # noqa: N802
         self._segmentation = node
@@ -352,6 +354,12 @@ class qMRMLSegmentEditorWidget(PythonQtObject, QtWidgets.QWidget):  # noqa: N801
 
     def sourceVolumeNode(self):  # noqa: N802
         return self._source
+
+    def setCurrentSegmentID(self, segment_id):  # noqa: N802
+        self._segment_id = segment_id or ""
+
+    def currentSegmentID(self):  # noqa: N802 (Slicer returns "" when none is selected)
+        return self._segment_id
 
 
 CUSTOM_WIDGETS = {
