@@ -161,3 +161,26 @@ def test_real_run_sets_flags_and_loads_the_uncertainty(tmp_path):
     assert u is not None and u.GetScene() is scene
     assert u.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
     assert np.allclose(scene_io.ijk_to_ras(u).GetElement(0, 3), scene_io.ijk_to_ras(ct).GetElement(0, 3), atol=1e-3)
+
+
+def test_overlay_and_centres_on_the_slice_views(tmp_path):
+    """The uncertainty overlay as every view's foreground (and only this volume taken away again);
+    an empty (missing) flagged segment has no centre to jump to."""
+    scene, ct, summary = _imported(tmp_path)
+    node = summary.node
+    composites = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    composites[2].SetForegroundVolumeID(other.GetID())
+    u = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    review.show_overlay(scene, u, 0.4)
+    assert [(c.GetForegroundVolumeID(), c.GetForegroundOpacity()) for c in composites] == [(u.GetID(), 0.4)] * 3
+    composites[2].SetForegroundVolumeID(other.GetID())  # the user put another volume there meanwhile
+    review.hide_overlay(scene, u)
+    assert [c.GetForegroundVolumeID() for c in composites] == [None, None, other.GetID()]
+
+    falx = output_label("falx").segment_id
+    assert review.segment_centre(node, falx) is not None
+    empty = node.GetSegmentation().AddEmptySegment("empty")
+    Logic.SetSegmentStatus(node.GetSegmentation().GetSegment(empty), Logic.Flagged)
+    assert review.segment_centre(node, empty) is None
+    assert review.next_flagged(node) == (empty, None)
