@@ -7,7 +7,7 @@ model download, the dependency install and even the GPU detection run in child p
 panel never freezes and Slicer's own process never imports torch.
 
 Supported: Slicer 5.10 and later (Python 3.12). The panel is made of small sections (inputs, model,
-structures, settings, run, result, DICOM export, dependencies); a new one is a ``_setup...`` method
+structures, settings, run, result, review, DICOM export, dependencies); a new one is a ``_setup...`` method
 plus its slots.
 """
 
@@ -70,6 +70,9 @@ class SlicerBrainBarriers(ScriptedLoadableModule):
             "segmentation never overwrites an edited segment without asking. "
             "When the reference volume was loaded from the DICOM database, Export to DICOM writes the result "
             "(edits included) as DICOM SEG and/or RTSTRUCT referencing the source series. "
+            "Review lists the segments the quality checks flagged and why; Next flagged centres the views on "
+            "them in turn; Save case for training writes the inputs and the corrected result into a site "
+            "data folder for fine-tuning. "
             "The sample case is in the Sample Data module (Brain barriers)."
         )
         # what the demo model was trained on, the licences and the version: one text, tested without Slicer
