@@ -251,6 +251,7 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._observeParameterNode(None)
 
     def onSceneEndClose(self, caller=None, event=None):
+        self._observeResult(None)
         self.result = None
         self.resultInputs = {}
         self.uncertaintyNode = None
@@ -486,8 +487,9 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             slicer.util.errorDisplay(f"Could not import the result: {exc}")
             return
         self.ui.progressBar.value = 100
+        self._observeResult(summary.node)
         self.result = (summary.node, run.reference_node)
-        self.resultInputs = {m: n for m, n in run.params.inputs.items() if n is not None}
+        self.resultInputs = {m: n for m, n in run.params.inputs.items() if n is not None}  # what the result was made from
         self.uncertaintyNode = summary.uncertainty
         self.currentFlagged = None
         self._updateResultButtons()
@@ -545,6 +547,21 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def _uncertaintyShown(self):
         return self.uncertaintyNode is not None and self.uncertaintyNode.GetScene() is slicer.mrmlScene
+
+    def _observeResult(self, node):
+        """Keep the flags table in step with the segment status the user sets (Segment Editor: reviewed...)."""
+        old = self.result[0] if self.result is not None else None
+        events = (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.SegmentAdded,
+                  slicer.vtkSegmentation.SegmentRemoved)
+        if old is not None and old is not node:
+            for event in events:
+                self.removeObserver(old, event, self._onResultSegmentsChanged)
+        if node is not None and node is not old:
+            for event in events:
+                self.addObserver(node, event, self._onResultSegmentsChanged)
+
+    def _onResultSegmentsChanged(self, caller=None, event=None):
+        self._updateReview()
 
     def _updateReview(self):
         """The flags table, the flagged count and the review buttons from the result node as it is now."""
@@ -644,7 +661,8 @@ class SlicerBrainBarriersWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             case, overwrite = Path(previous).name, True
         try:
             with slicer.util.tryWithErrorDisplay("Save case for training failed.", waitCursor=True):
-                saved = self.logic.save_case_for_training(node, self.resultInputs, folder, case, overwrite)
+                inputs = {m: n for m, n in self.resultInputs.items() if n.GetScene() is slicer.mrmlScene}
+                saved = self.logic.save_case_for_training(node, inputs, folder, case, overwrite)
         except Exception as exc:  # shown by tryWithErrorDisplay; the panel stays usable
             self._finished(f"Save case for training failed: {exc}")
             return

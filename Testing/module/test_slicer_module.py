@@ -711,10 +711,10 @@ def test_review_after_a_run_with_uncertainty(fresh, harness, tmp_path):
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     for segment_id in ids:
         logic.SetSegmentStatus(node.GetSegmentation().GetSegment(segment_id), logic.Completed)
-    before = _centre(views)
-    fresh.click(ui.nextFlaggedButton)
-    assert _centre(views) == before and not ui.nextFlaggedButton.enabled
+        if segment_id != ids[-1]:  # the table follows the status as it changes
+            assert table.rowCount == sum(len(f) for s, f in flagged[ids.index(segment_id) + 1:])
     assert table.rowCount == 0 and ui.flaggedLabel.text.startswith("No segment flagged")
+    assert not ui.nextFlaggedButton.enabled
 
 
 def test_save_case_for_training_writes_site_data_and_lists_the_edits(fresh, harness, tmp_path):
