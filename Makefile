@@ -10,7 +10,7 @@ export QT_QPA_PLATFORM ?= offscreen
 # the venv's tools first (as if activated): the pinned cmake the CMake tests run
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env demo test test-slow lint bench check-wheel
+.PHONY: env demo test test-slow test-long lint bench check-wheel
 
 $(BIN)/.installed: requirements-dev.txt pyproject.toml
 	bash scripts/install_system_libs.sh
@@ -30,6 +30,9 @@ test: env
 
 test-slow: env
 	$(BIN)/python -m pytest -q -m slow
+
+test-long: env
+	$(BIN)/python -m pytest -q -m long
 
 # The sdist and wheel as users install them, used from a fresh environment outside the checkout.
 check-wheel: env

@@ -106,7 +106,7 @@ def test_compare_same_folds_table_and_resume(prepared, tmp_path):
     assert (tmp_path / "hmedn" / "evaluation" / "metrics.csv").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_compare_lists_every_network(prepared, tmp_path):
     from brainbarriers.networks import ZOO
 

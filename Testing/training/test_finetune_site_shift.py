@@ -32,7 +32,7 @@ def write_site(root, cases: int, seed: int) -> None:
         write_case(PhantomCase(ct, c.t1 * 1.3, c.t2, c.label), root, f"{n + 1:03d}")
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_finetune_improves_a_shifted_site(tmp_path, capsys):
     torch.set_num_threads(int(os.environ.get("TRAINING_TEST_THREADS", "2")))
     t0 = time.time()
