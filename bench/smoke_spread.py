@@ -21,6 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from brainbarriers_training.smoke import failures, fn_volume_ratio  # noqa: E402
+
 STRUCTURES = ("cerebellum", "falx", "sinuses", "tentorium", "ventricles")
 
 BROKEN = {
@@ -47,8 +50,10 @@ def run_one(out: Path, name: str, seed: int, threads: int, overrides: list[str])
         print(f"  done {name} seed {seed} threads {threads} in {time.time() - t0:.0f} s", flush=True)
     data = json.loads(result.read_text())
     dice = {k: sum(r["dice"] for r in data["rows"] if r["structure"] == k) / 3 for k in STRUCTURES}
-    return {"name": name, "seed": seed, "threads": threads, "dice": dice, "failures": data["failures"],
-            "train_s": data["facts"]["train_s"], "cpu": data["facts"]["cpu"]}
+    collapsed = [k for k, c in data["facts"]["fine_checks"].items() if c and not c["ok"]]
+    return {"name": name, "seed": seed, "threads": threads, "dice": dice, "fn_ratio": fn_volume_ratio(data["rows"]),
+            "failures": failures(data["rows"]) + collapsed, "train_s": data["facts"]["train_s"],
+            "cpu": data["facts"]["cpu"]}
 
 
 def main() -> int:
@@ -65,14 +70,16 @@ def main() -> int:
         jobs += [(name, args.seeds[0], args.threads[0], o) for name, o in BROKEN.items()]
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda j: run_one(out, *j), jobs))
-    print(f"\nsmoke gate spread ({results[0].get('cpu', '?')}), held-out mean Dice %")
-    print(f"{'method':<30} {'seed':>4} {'thr':>3} " + " ".join(f"{k[:10]:>10}" for k in STRUCTURES) + "  gate    train s")
+    print(f"\nsmoke gate spread ({results[0].get('cpu', '?')}), held-out mean Dice %, fn vol = mean predicted/true volume of falx, sinuses, tentorium")
+    print(f"{'method':<30} {'seed':>4} {'thr':>3} " + " ".join(f"{k[:10]:>10}" for k in STRUCTURES)
+          + "  fn vol  gate    train s")
     for r in results:
         if "error" in r:
             print(f"{r['name']:<30} {r['seed']:>4} {r['threads']:>3} error: {r['error']}")
             continue
         cells = " ".join(f"{100 * r['dice'][k]:10.1f}" for k in STRUCTURES)
-        print(f"{r['name']:<30} {r['seed']:>4} {r['threads']:>3} {cells}  {'FAIL' if r['failures'] else 'pass':<6} {r['train_s']:>6}")
+        gate = "FAIL" if r["failures"] else "pass"
+        print(f"{r['name']:<30} {r['seed']:>4} {r['threads']:>3} {cells}  {r['fn_ratio']:6.3f}  {gate:<6} {r['train_s']:>6}")
     intact = [r for r in results if r["name"] == "intact" and "dice" in r]
     if intact:
         lo = " ".join(f"{100 * min(r['dice'][k] for r in intact):10.1f}" for k in STRUCTURES)

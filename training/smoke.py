@@ -21,6 +21,11 @@ from .stages import train_coarse, train_fine
 
 #: Mean Dice over the held-out phantoms that the gate requires (plump >= 0.9, thin >= 0.7).
 THRESHOLDS = {"cerebellum": 0.9, "ventricles": 0.9, "falx": 0.7, "sinuses": 0.7, "tentorium": 0.7}
+#: The false-negative weighting (theta 3.0-3.5 for these sheets) must show: on average they are
+#: predicted slightly larger than they are. Measured (held-out mean of predicted/true volume):
+#: intact recipe 1.033-1.051 over seeds 7, 1, 2, 3; theta ignored (plain Dice) 0.986.
+FN_WEIGHTED = ("falx", "sinuses", "tentorium")
+MIN_FN_VOLUME_RATIO = 1.01
 DATA_SEED = 21
 TRAIN_IDS = [f"{i:03d}" for i in range(1, 13)]
 HELD_OUT = ["013", "014", "015"]
@@ -62,13 +67,27 @@ def mean_dice(rows: list[dict]) -> dict[str, float]:
             for k in THRESHOLDS}
 
 
+def fn_volume_ratio(rows: list[dict]) -> float:
+    """Mean predicted/true volume of the strongly fn-weighted sheets over the held-out cases."""
+    ratios = [r["volume_pred_ml"] / r["volume_true_ml"] for r in rows
+              if r["structure"] in FN_WEIGHTED and r["volume_true_ml"] > 0]
+    return sum(ratios) / len(ratios) if ratios else 0.0
+
+
 def failures(rows: list[dict]) -> list[str]:
-    """Structures below their threshold, as messages (empty when the gate passes)."""
-    return [f"{k}: mean Dice {v:.3f} < {THRESHOLDS[k]}" for k, v in mean_dice(rows).items() if v < THRESHOLDS[k]]
+    """What fails the gate, as messages (empty when it passes): a structure below its Dice threshold,
+    or fn-weighted sheets that are not predicted larger on average (the weighting had no effect)."""
+    out = [f"{k}: mean Dice {v:.3f} < {THRESHOLDS[k]}" for k, v in mean_dice(rows).items() if v < THRESHOLDS[k]]
+    ratio = fn_volume_ratio(rows)
+    if ratio < MIN_FN_VOLUME_RATIO:
+        out.append(f"{'/'.join(FN_WEIGHTED)}: predicted/true volume {ratio:.3f} < {MIN_FN_VOLUME_RATIO} "
+                   "(the false-negative weighting shows no effect)")
+    return out
 
 
 def report(rows: list[dict], facts: dict) -> str:
     head = (f"smoke gate: recipe seed {facts['seed']}, {facts['threads']} torch threads, {facts['cpu']} "
             f"({facts['cores']} cores); training {facts['train_s']} s, evaluation {facts['eval_s']} s; "
             f"held-out phantoms {', '.join(HELD_OUT)} through the exported bundle")
-    return head + "\n" + summary_table(rows)
+    return (head + "\n" + summary_table(rows) + f"\nfn-weighted sheets ({', '.join(FN_WEIGHTED)}): mean predicted/true "
+            f"volume {fn_volume_ratio(rows):.3f} (gate >= {MIN_FN_VOLUME_RATIO})")

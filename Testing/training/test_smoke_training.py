@@ -17,4 +17,4 @@ def test_smoke_recipe_reaches_target_dice(tmp_path, capsys):
         print("\n" + report(rows, facts))
     dead = {k: c for k, c in facts["fine_checks"].items() if c and not c["ok"]}
     assert not dead, f"fine networks that find no foreground in their own training crops: {dead}"
-    assert not failures(rows), "; ".join(failures(rows)) + f" (thresholds {THRESHOLDS})"
+    assert not failures(rows), "; ".join(failures(rows)) + f" (Dice thresholds {THRESHOLDS})"
