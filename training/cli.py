@@ -253,6 +253,13 @@ def run(args) -> int:
 
         if dist_info()[0] == 0:
             save_recipe(config, args.workdir)  # the run's recipe, read back by `export`
+        if config.get("mode") == "one-stage":
+            if args.command == "train-fine":
+                raise ConfigError("a one-stage recipe has no fine stage; use train or train-coarse")
+            from .stages import train_one_stage
+
+            train_one_stage(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
+            return 0
         if args.command in ("train-coarse", "train"):
             train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
         if args.command in ("train-fine", "train"):

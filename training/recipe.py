@@ -200,6 +200,9 @@ _TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 class Recipe:
     name: str = "paper"
     description: str = ""
+    #: "one-stage" (Table VI baselines): the ``coarse`` section's network segments every fine
+    #: target at once on the whole head at ``data.spacing``; the ``fine`` section is unused.
+    mode: Literal["two-stage", "one-stage"] = "two-stage"
     seed: int = 12345
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
