@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--networks", required=True, help="comma-separated: hmrnet and names of brainbarriers.networks "
                                                      "(unet3d,res-unet3d,unet3d-cse,unet3d-sse,unet3d-scse,sepnet3d,"
-                                                     "focusnet,hnf-netv2,hmedn,focusnetv2)")
+                                                     "focusnet,hnf-netv2,hmedn,focusnetv2); NAME:one-stage for "
+                                                     "a one-stage baseline (NAME alone on the whole head)")
     p.add_argument("--data", type=Path, default=None, help="data set, prepared into OUT/cache unless --cache is given")
     p.add_argument("--cache", type=Path, default=None, help="prepared data (output of `prepare`)")
     p.add_argument("--out", required=True, type=Path, help="work folder: OUT/<network>/ per network, the tables")

@@ -38,6 +38,8 @@ def run_recipe(workdir: Path) -> Recipe:
     workdir = Path(workdir)
     if (workdir / RECIPE_FILE).is_file():
         return read_recipe(workdir)
+    if (workdir / "one-stage" / RECIPE_FILE).is_file():  # a one-stage run (stages.ONE_STAGE)
+        return read_recipe(workdir / "one-stage")
     legacy = workdir / "coarse" / "config.json"
     if not (workdir / "coarse" / RECIPE_FILE).is_file() and legacy.is_file():
         return as_recipe(json.loads(legacy.read_text()), str(legacy))

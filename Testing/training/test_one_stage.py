@@ -90,3 +90,18 @@ def test_one_stage_recipe_refuses_train_fine(prepared, tmp_path, capsys):
     config.write_text(json.dumps(one_stage_config()))
     assert main(["train-fine", "--config", str(config), "--cache", str(cache), "--workdir", str(tmp_path / "w")]) == 2
     assert "one-stage" in capsys.readouterr().err
+
+
+def test_compare_lists_a_one_stage_baseline(prepared, tmp_path):
+    from brainbarriers_training.compare import compare, network_recipe
+
+    _, cache, _ = prepared
+    torch.set_num_threads(1)
+    md = compare(tiny_config(train={"epochs": 1, "iterations_per_epoch": 2}), cache, tmp_path, ["unet3d:one-stage"],
+                 folds=2, options={"unet3d": {"widths": [4, 8, 8]}})
+    assert "| unet3d:one-stage |" in md
+    manifest = json.loads((tmp_path / "unet3d-one-stage" / "fold_0" / "bundle" / "manifest.json").read_text())
+    assert manifest["mode"] == "one-stage" and manifest["networks"]["coarse"]["architecture"] == "unet3d"
+    assert (tmp_path / "unet3d-one-stage" / "evaluation" / "metrics.csv").is_file()
+    with pytest.raises(ValueError, match="unknown network 'unet4d'"):
+        network_recipe(tiny_config(), "unet4d:one-stage")
