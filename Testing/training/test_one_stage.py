@@ -72,7 +72,7 @@ def test_one_stage_trains_exports_and_segments(prepared, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)
     seg = subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--ct", str(files_in["ct"]),
                           "--t1", str(files_in["t1"]), "--t2", str(files_in["t2"]), "--output", str(tmp_path / "seg"),
-                          "--model", str(out), "--device", "cpu", "--case", "p001"],
+                          "--model", str(out), "--device", "cpu", "--case", "p001", "--quality", "full"],
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert seg.returncode == 0, seg.stderr[-2000:]
     labels = sitk.ReadImage(str(tmp_path / "seg" / "p001_labels.nii.gz"))
@@ -81,7 +81,9 @@ def test_one_stage_trains_exports_and_segments(prepared, tmp_path):
     assert np.allclose(labels.GetOrigin(), reference.GetOrigin(), atol=1e-4)  # NIfTI stores float32
     values = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist())
     assert values <= {0, 1, 2, 3, 4, 5}
-    assert sorted(p.name for p in (tmp_path / "seg").iterdir())  # the run's other output files
+    assert {"p001.seg.nrrd", "p001_report.json"} <= {p.name for p in (tmp_path / "seg").iterdir()}
+    report = json.loads((tmp_path / "seg" / "p001_report.json").read_text())
+    assert report["fine_boxes"] == {} and report["quality"] == "full"  # no coarse localisation; flip TTA ran
 
 
 def test_one_stage_recipe_refuses_train_fine(prepared, tmp_path, capsys):
