@@ -125,6 +125,9 @@ class Loss:
     name: Literal["dice_ce", "fn_dice_ce", "difficulty_ce", "hmedn", "focusnet"] = "dice_ce"
     #: fn-Dice false-negative weight: a number, or "table" for the per-structure values of the paper.
     theta: Union[float, Literal["table"]] = "table"
+    #: FocusNetv2's adversarial shape constraint (with "focusnet" on a focusnetv2 network): a shape
+    #: autoencoder trained alternately with the network (losses_zoo.ShapeAdversary, paper eqs. 7-8).
+    shape_constraint: bool = False
 
 
 PatchSize = Union[Shape, dict[str, Shape], None]
