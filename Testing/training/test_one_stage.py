@@ -107,3 +107,10 @@ def test_compare_lists_a_one_stage_baseline(prepared, tmp_path):
     assert (tmp_path / "unet3d-one-stage" / "evaluation" / "metrics.csv").is_file()
     with pytest.raises(ValueError, match="unknown network 'unet4d'"):
         network_recipe(tiny_config(), "unet4d:one-stage")
+
+
+def test_finetune_refuses_a_one_stage_parent():
+    from brainbarriers_training.finetune import config_for_parent
+
+    with pytest.raises(ValueError, match="is one-stage"):
+        config_for_parent(tiny_config(), {"mode": "one-stage", "id": "m", "networks": {"coarse": {}, "fine": {}}})
