@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--networks", required=True, help="comma-separated: hmrnet and names of brainbarriers.networks "
                                                      "(unet3d,res-unet3d,unet3d-cse,unet3d-sse,unet3d-scse,sepnet3d,"
-                                                     "focusnet,hnf-netv2,hmedn,focusnetv2)")
+                                                     "focusnet,hnf-netv2,hmedn,focusnetv2); NAME:one-stage for "
+                                                     "a one-stage baseline (NAME alone on the whole head)")
     p.add_argument("--data", type=Path, default=None, help="data set, prepared into OUT/cache unless --cache is given")
     p.add_argument("--cache", type=Path, default=None, help="prepared data (output of `prepare`)")
     p.add_argument("--out", required=True, type=Path, help="work folder: OUT/<network>/ per network, the tables")
@@ -253,6 +254,13 @@ def run(args) -> int:
 
         if dist_info()[0] == 0:
             save_recipe(config, args.workdir)  # the run's recipe, read back by `export`
+        if config.get("mode") == "one-stage":
+            if args.command == "train-fine":
+                raise ConfigError("a one-stage recipe has no fine stage; use train or train-coarse")
+            from .stages import train_one_stage
+
+            train_one_stage(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
+            return 0
         if args.command in ("train-coarse", "train"):
             train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
         if args.command in ("train-fine", "train"):

@@ -6,7 +6,9 @@ shipped pipeline on its exported bundle; a network whose workdir/<network>/evalu
 exists is not run again (resumable, one run per network). "hmrnet" is the recipe as it is; any
 other name replaces every fine network (plump and thin) by that architecture, trained with Dice +
 CE as the paper trained its baselines (HMEDN with its own loss, FocusNet/FocusNetv2 with theirs).
-The coarse stage is the recipe's in every run.
+The coarse stage is the recipe's in every run. ``NAME:one-stage`` (e.g. ``unet3d:one-stage``) is
+Table VI's one-stage baseline instead: NAME alone on the whole head (``network_recipe``), in
+workdir/NAME-one-stage.
 
 Output in workdir: compare.csv, compare.md (Dice and ASSD per structure, mean ± std over the cases,
 their averages, paired t-test p-values of the per-case averages against the reference) and
@@ -28,11 +30,26 @@ NETWORK_LOSSES = {"hmedn": "hmedn", "focusnet": "focusnet", "focusnetv2": "focus
 REFERENCE = "hmrnet"
 
 
+ONE_STAGE_SUFFIX = ":one-stage"
+
+
 def network_recipe(config: dict, network: str, options: dict | None = None) -> dict:
-    """The recipe with ``network`` as every fine network ("hmrnet": the recipe unchanged)."""
+    """The recipe with ``network`` as every fine network ("hmrnet": the recipe unchanged).
+
+    ``NAME:one-stage`` (Table VI's one-stage baselines): NAME alone segments every structure on the
+    whole head at the model spacing (recipe ``"mode": "one-stage"``), with Dice + CE, trained on
+    random windows of the fine stage's ``max_crop``."""
     from brainbarriers.networks import ZOO
 
     cfg = copy.deepcopy(config)
+    if network.endswith(ONE_STAGE_SUFFIX):
+        name = network[: -len(ONE_STAGE_SUFFIX)]
+        if name not in ZOO:
+            raise ValueError(f"unknown network {name!r} in {network!r}; choose from {', '.join(ZOO)}")
+        cfg["mode"] = "one-stage"
+        cfg["coarse"] = {**cfg.get("coarse", {}), "architecture": name, "options": dict(options or {}),
+                         "loss": {"name": "dice_ce"}, "patch_size": list(cfg.get("fine", {}).get("max_crop", [128] * 3))}
+        return cfg
     if network == REFERENCE:
         return cfg
     if network not in ZOO:
@@ -50,17 +67,24 @@ def compare(config: dict, cache: Path, workdir: Path, networks: list[str], folds
 
     workdir = Path(workdir)
     options = options or {}
-    recipes = {n: network_recipe(config, n, options.get(n)) for n in networks}  # unknown names fail first
+    recipes = {n: network_recipe(config, n, options.get(n, options.get(n.split(":")[0])))  # unknown names fail first
+               for n in networks}
     results = {}
     for name in networks:
-        metrics = workdir / name / "evaluation" / "metrics.csv"
+        folder = workdir / run_folder(name)
+        metrics = folder / "evaluation" / "metrics.csv"
         if not (resume and metrics.exists()):
-            cross_validate(recipes[name], cache, workdir / name, folds, cases, resume, targets)
+            cross_validate(recipes[name], cache, folder, folds, cases, resume, targets)
         results[name] = read_metrics(metrics)
     rows = table_vi(results, REFERENCE if REFERENCE in results else None)
     md = write_compare(rows, workdir)
     write_figure(results, workdir / "compare.png")
     return md
+
+
+def run_folder(network: str) -> str:
+    """The work folder name of one compared network ("unet3d:one-stage" -> "unet3d-one-stage")."""
+    return network.replace(":", "-")
 
 
 def read_metrics(path: Path) -> list[dict]:

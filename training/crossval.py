@@ -11,7 +11,7 @@ from brainbarriers.structures import FINE_TARGETS, FineTarget
 from .evaluate import evaluate_model, indexed_cases, write_results
 from .export import export_bundle
 from .prepare import load_index
-from .stages import select_entries, train_coarse, train_fine
+from .stages import select_entries, train_coarse, train_fine, train_one_stage
 
 
 def make_folds(cases: list[str], folds: int, seed: int) -> list[list[str]]:
@@ -37,8 +37,11 @@ def cross_validate(config: dict, cache: Path, workdir: Path, folds: int = 5, cas
     for k, held_out in enumerate(splits):
         fold_dir = workdir / f"fold_{k}"
         train_ids = [c for c in ids if c not in held_out]
-        train_coarse(config, cache, fold_dir, train_ids, resume)
-        train_fine(config, cache, fold_dir, targets, cases=train_ids, resume=resume)
+        if config.get("mode") == "one-stage":
+            train_one_stage(config, cache, fold_dir, train_ids, resume)
+        else:
+            train_coarse(config, cache, fold_dir, train_ids, resume)
+            train_fine(config, cache, fold_dir, targets, cases=train_ids, resume=resume)
         bundle = export_bundle(fold_dir, fold_dir / "bundle")
         fold_rows = evaluate_model(bundle, indexed_cases(index, held_out), progress=False)
         write_results(fold_rows, fold_dir / "evaluation")

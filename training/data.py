@@ -200,7 +200,8 @@ class TrainingSet(Dataset):
         rng = np.random.default_rng(seed)
         entry = self.entries[index % len(self.entries)]
         if self.target is None:
-            image, label = load_case(self.cache, entry, coarse=True)
+            # one-stage training: the whole head at the model spacing, labels = fine-target indices
+            image, label = load_case(self.cache, entry, coarse=not self.cfg.get("one_stage"))
             if self.patch:
                 box = limit_box(((0, 0, 0), label.shape), self.patch, rng)
                 image, label = image[(slice(None), *geometry.box_slices(box))], label[geometry.box_slices(box)]

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .config import Recipe, as_recipe, save_recipe
 from .data import PadCollate, TrainingSet
 from .losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
-from .losses_zoo import DifficultyGuidedCELoss, FocusNetLoss, HMEDNLoss
+from .losses_zoo import DifficultyGuidedCELoss, FocusNetLoss, HMEDNLoss, ShapeAdversary, adversarial_step
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.safetensors"
@@ -224,6 +224,9 @@ class _Run:
     t0: float = 0.0
     epoch_losses: list[float] = field(default_factory=list)
     last_lr: float = 0.0
+    #: FocusNetv2's shape adversary and its optimizer (loss ``shape_constraint``), else None
+    adversary: ShapeAdversary | None = None
+    optimizer_d: torch.optim.Optimizer | None = None
 
     @property
     def is_main(self) -> bool:
@@ -284,12 +287,34 @@ def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, 
         model.load_state_dict(init_weights)
     model = model.to(device)
     use_amp = bool(stage_cfg.get("amp")) and device.type == "cuda"
-    return _Run(out_dir=out_dir, stage_cfg=stage_cfg, rank=rank, world=world, device=device, seed=seed,
+    adversary, optimizer_d = _shape_adversary(stage_cfg, spec, world, device, model)
+    use_amp = use_amp and adversary is None  # the alternating step runs in full precision
+    return _Run(adversary=adversary, optimizer_d=optimizer_d, out_dir=out_dir, stage_cfg=stage_cfg, rank=rank, world=world, device=device, seed=seed,
                 epochs=int(stage_cfg["epochs"]), iterations=int(stage_cfg["iterations_per_epoch"]),
                 batch=global_batch // world, spec=spec, model=model, loss_fn=make_loss(stage_cfg, target),
                 optimizer=make_optimizer(model, stage_cfg["optimizer"]),
                 scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp,
                 milestones=sorted(set(milestones or [])))
+
+
+def _shape_adversary(stage_cfg: dict, spec: dict, world: int, device: torch.device, model: torch.nn.Module):
+    """(ShapeAdversary, its Adam optimizer) when the stage's loss asks for FocusNetv2's shape
+    constraint, else (None, None). The autoencoder has ShapeAutoencoder's widths (8, 16, 32; the
+    paper gives none), fewer when the network's ROI is too small for three halvings (at least 2
+    voxels must remain for instance norm); Adam lr 1e-3 is our choice (the paper gives none)."""
+    loss = stage_cfg.get("loss", {})
+    if not loss.get("shape_constraint"):
+        return None, None
+    if loss.get("name") != "focusnet" or spec["architecture"] != "focusnetv2":
+        raise ValueError("loss.shape_constraint needs the focusnet loss on a focusnetv2 network "
+                         f"(got {loss.get('name')!r} on {spec['architecture']!r})")
+    if world > 1:
+        raise ValueError("loss.shape_constraint trains on one process only (its autoencoder is not distributed)")
+    from brainbarriers.networks.focusnet import ShapeAutoencoder
+
+    levels = max(1, min(3, int(math.log2(max(2, min(model.roi_size)))) - 1))
+    aae = ShapeAutoencoder((8, 16, 32)[:levels]).to(device)
+    return ShapeAdversary(aae), torch.optim.Adam(aae.parameters(), lr=1e-3)
 
 
 def _resume(run: _Run) -> None:
@@ -299,6 +324,9 @@ def _resume(run: _Run) -> None:
     run.optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
+    if run.adversary is not None and ckpt.get("adversary"):
+        run.adversary.aae.load_state_dict(ckpt["adversary"]["model"])
+        run.optimizer_d.load_state_dict(ckpt["adversary"]["optimizer"])
     run.start_epoch, run.start_step, run.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
     _set_rng_state(ckpt["rng"])
     if run.is_main:
@@ -375,6 +403,10 @@ def _train_epoch(run: _Run, epoch: int) -> float:
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
     """One optimizer step; returns the loss (averaged over the processes)."""
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    if run.adversary is not None:  # FocusNetv2: network and shape autoencoder updated alternately
+        value_g, _ = adversarial_step(run.model, run.loss_fn, run.adversary, run.optimizer, run.optimizer_d, x, y)
+        run.global_step += 1
+        return value_g
     run.optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16) if run.use_amp else nullcontext():
         loss = run.loss_fn(run.model(x), y)
@@ -407,7 +439,10 @@ def _checkpoint(run: _Run, epoch: int, step: int) -> None:
     atomic_torch_save({"model": _unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
                        "scaler": run.scaler.state_dict() if run.use_amp else None, "epoch": epoch, "step": step,
                        "global_step": run.global_step, "rng": _rng_state(),
-                       "schedule": {"epoch": epoch, "epochs": run.epochs}}, run.checkpoint_path)
+                       "schedule": {"epoch": epoch, "epochs": run.epochs},
+                       "adversary": None if run.adversary is None else
+                       {"model": run.adversary.aae.state_dict(), "optimizer": run.optimizer_d.state_dict()}},
+                      run.checkpoint_path)
 
 
 def _end_epoch(run: _Run, epoch: int) -> None:

@@ -38,6 +38,8 @@ def run_recipe(workdir: Path) -> Recipe:
     workdir = Path(workdir)
     if (workdir / RECIPE_FILE).is_file():
         return read_recipe(workdir)
+    if (workdir / "one-stage" / RECIPE_FILE).is_file():  # a one-stage run (stages.ONE_STAGE)
+        return read_recipe(workdir / "one-stage")
     legacy = workdir / "coarse" / "config.json"
     if not (workdir / "coarse" / RECIPE_FILE).is_file() and legacy.is_file():
         return as_recipe(json.loads(legacy.read_text()), str(legacy))
@@ -94,6 +96,24 @@ def manifest_for_run(workdir: Path, targets: list[str], recipe: Recipe | None = 
                   "date": datetime.date.today().isoformat()})
 
 
+def one_stage_manifest(workdir: Path, recipe: Recipe) -> dict:
+    """The manifest of a one-stage run (workdir/one-stage): its network as ``coarse`` at the model spacing."""
+    from .stages import ONE_STAGE
+
+    folder = Path(workdir) / ONE_STAGE
+    spec = json.loads((folder / SPEC).read_text())
+    problem = _spec_problem(spec, network_spec(recipe, None))
+    if problem:
+        raise ValueError(f"network {folder} does not match the run's recipe: {problem}; retrain it or export its own run")
+    data = recipe.data
+    return build_manifest(
+        model_id=recipe.bundle.id, version=recipe.bundle.version, description=recipe.bundle.description,
+        licence=recipe.bundle.licence, coarse=spec, fine={}, spacing=data.spacing, coarse_spacing=data.spacing,
+        normalisation=recipe.to_dict()["data"]["normalisation"], supported_subsets=recipe.supported_subsets(),
+        training={"data": recipe.bundle.data, "recipe": recipe.name, "code_version": _code_version(),
+                  "date": datetime.date.today().isoformat()}, mode="one-stage")
+
+
 def trained_targets(workdir: Path) -> list[str]:
     """Fine targets with final weights in ``workdir`` (structure-table order)."""
     return [t.key for t in FINE_TARGETS if (Path(workdir) / "fine" / t.key / FINAL).is_file()]
@@ -125,6 +145,16 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
     from brainbarriers.bundles import write_bundle
 
     workdir = Path(workdir)
+    recipe = run_recipe(workdir)
+    if recipe.mode == "one-stage":
+        from .stages import ONE_STAGE
+
+        if not (workdir / ONE_STAGE / FINAL).is_file():
+            raise FileNotFoundError(f"no trained one-stage network in {workdir / ONE_STAGE}")
+        manifest = one_stage_manifest(workdir, recipe)
+        if cache is not None:
+            manifest["volume_stats"] = training_volume_stats(cache, cases)
+        return write_bundle(out, manifest, {"coarse.safetensors": load_weights(workdir / ONE_STAGE / FINAL)}, extra_files)
     if not (workdir / "coarse" / FINAL).is_file():
         raise FileNotFoundError(f"no trained coarse network in {workdir / 'coarse'}")
     targets = trained_targets(workdir)

@@ -61,6 +61,8 @@ def child_version(parent_version: str) -> str:
 def config_for_parent(recipe: dict, manifest: dict) -> dict:
     """The recipe with everything the parent fixes taken from its manifest (grids, normalisation,
     network shapes, margins) and the short fine-tuning schedule in both stages."""
+    if manifest.get("mode") == "one-stage":
+        raise ValueError(f"model {manifest.get('id')} is one-stage; finetune adapts two-stage (HMRNet) models only")
     config = copy.deepcopy(recipe)
     nets = manifest["networks"]
     data = config.setdefault("data", {})

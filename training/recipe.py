@@ -125,6 +125,9 @@ class Loss:
     name: Literal["dice_ce", "fn_dice_ce", "difficulty_ce", "hmedn", "focusnet"] = "dice_ce"
     #: fn-Dice false-negative weight: a number, or "table" for the per-structure values of the paper.
     theta: Union[float, Literal["table"]] = "table"
+    #: FocusNetv2's adversarial shape constraint (with "focusnet" on a focusnetv2 network): a shape
+    #: autoencoder trained alternately with the network (losses_zoo.ShapeAdversary, paper eqs. 7-8).
+    shape_constraint: bool = False
 
 
 PatchSize = Union[Shape, dict[str, Shape], None]
@@ -200,6 +203,9 @@ _TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 class Recipe:
     name: str = "paper"
     description: str = ""
+    #: "one-stage" (Table VI baselines): the ``coarse`` section's network segments every fine
+    #: target at once on the whole head at ``data.spacing``; the ``fine`` section is unused.
+    mode: Literal["two-stage", "one-stage"] = "two-stage"
     seed: int = 12345
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()

@@ -57,6 +57,20 @@ def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | No
     return summary
 
 
+ONE_STAGE = "one-stage"
+
+
+def train_one_stage(config: dict, cache: Path, workdir: Path, cases: list[str] | None = None,
+                    resume: bool = True) -> dict:
+    """One-stage mode (Table VI baselines): the ``coarse`` section's network, trained by the same
+    loop as the coarse stage but on the whole head at the model spacing, into workdir/one-stage."""
+    index = load_index(cache)
+    entries = select_entries(index, cases)
+    cfg = {**stage_config(config, "coarse"), "one_stage": True}
+    return train(config, cfg, Path(cache), entries, Path(workdir) / ONE_STAGE, None, spacing=index["spacing"],
+                 resume=resume)
+
+
 def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarget, ...] = FINE_TARGETS,
                cases: list[str] | None = None, resume: bool = True) -> dict:
     """Train one fine network per target into workdir/fine/<key>. Localisation comes from the coarse

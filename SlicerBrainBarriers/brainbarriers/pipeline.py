@@ -436,6 +436,27 @@ class Segmenter:
             timings[f"fine_{t.key}"] = time.perf_counter() - ts
         return labels, notes
 
+    @property
+    def one_stage(self) -> bool:
+        """A one-stage bundle: its single ("coarse") network segments every structure on the model grid."""
+        return self.bundle.manifest.get("mode") == "one-stage"
+
+    def segment_one_stage(self, prepared: PreparedInputs, probabilities: dict | None = None) -> np.ndarray:
+        """One-stage mode: the network's argmax on the whole model grid, fine-target channels mapped
+        to their output labels (``probabilities`` receives each target's whole-grid probability)."""
+        self.progress("fine", _STAGE_START["fine"], "one-stage segmentation of the whole head")
+        spec = self.bundle.network_spec("coarse")
+        probs = self.runner.predict(self.network("coarse"), prepared.channels, tuple(spec["max_crop"]),
+                                    self._flip_axes())
+        winner = np.argmax(probs, axis=0)
+        labels = np.zeros(winner.shape, dtype=np.uint8)
+        whole = ((0, 0, 0), tuple(int(n) for n in winner.shape))
+        for t in self.targets:
+            labels[winner == t.coarse_index] = t.label
+            if probabilities is not None:
+                probabilities[t.key] = (whole, probs[t.coarse_index])
+        return labels
+
     def postprocess(self, labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
         """Clean-up (optional) and the labels on the reference's exact grid."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
@@ -457,17 +478,21 @@ class Segmenter:
         prepared = self.prepare(images, reference_key)
         notes += prepared.notes
         mark = lap("prepare", tick)
-        boxes, box_notes = self.localise(prepared)
-        mark = lap("coarse", mark)
         probabilities: dict[str, tuple[geometry.Box, np.ndarray]] = {}
-        labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
+        if self.one_stage:
+            boxes, box_notes, fine_notes = {}, [], []
+            labels = self.segment_one_stage(prepared, probabilities)
+        else:
+            boxes, box_notes = self.localise(prepared)
+            mark = lap("coarse", mark)
+            labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
         mark = lap("fine", mark)
         grid = prepared.grid
         out = self.postprocess(labels, grid, images[reference_key])
         assessment = quality.assess(
             out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
             quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)
-            if self.options.quality == "full" else None,
+            if self.options.quality == "full" and not self.one_stage else None,
             images[reference_key] if self.options.uncertainty else None)
         del prepared
         lap("postprocess", mark)

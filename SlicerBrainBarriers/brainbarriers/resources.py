@@ -86,7 +86,10 @@ def estimate_run_bytes(inputs: dict[str, str | Path], bundle) -> int:
     channels = len(bundle.modalities)
     total += model * (4 * channels * 2 + 1 + 4)
     total += reference.voxels * 5
-    crops = [bundle.network_spec(k).get("max_crop") for k in ["coarse", *bundle.structures]]
+    # a one-stage model has only its "coarse" network, whose softmax covers the whole model grid
+    if bundle.manifest.get("mode") == "one-stage":
+        total += model * 4 * int(bundle.network_spec("coarse")["out_channels"])
+    crops = [bundle.network_spec(k).get("max_crop") for k in ["coarse", *bundle.manifest["networks"]["fine"]]]
     largest = max((int(np.prod(c)) for c in crops if c), default=0)
     total += min(largest, model) * CROP_BYTES_PER_VOXEL * max(1, channels)
     return int(total)

@@ -64,20 +64,25 @@ def build_manifest(
     supported_subsets: Optional[Sequence[Sequence[str]]] = None,
     training: Optional[dict] = None,
     timings: Optional[dict] = None,
+    mode: str = "two-stage",
 ) -> dict:
     """A validated manifest (without ``files``) for a coarse network and fine networks by target key.
 
     ``coarse`` and ``fine`` values are network specs (``coarse_network``/``fine_network``, or a
     training run's ``network.json``); weights go to ``coarse.safetensors`` and
     ``fine_<key>.safetensors``. Structures are listed in the structure table's order.
+
+    ``mode="one-stage"``: ``coarse`` is the single network whose argmax on the model grid is the
+    segmentation (``fine`` empty, ``coarse_spacing`` the model spacing); ``structures`` then come
+    from ``fine``'s keys or, when it is empty, every fine target.
     """
     order = [t.key for t in FINE_TARGETS]
     unknown = sorted(set(fine) - set(order))
     if unknown:
         raise ValueError(f"unknown fine targets {unknown}")
-    structures = [k for k in order if k in fine]
+    structures = [k for k in order if k in fine or (mode == "one-stage" and not fine)]
     fine_entries = {}
-    for key in structures:
+    for key in [k for k in structures if k in fine]:
         spec = fine[key]
         fine_entries[key] = {**{k: spec[k] for k in _NETWORK_KEYS}, "options": dict(spec.get("options", {})),
                              "file": f"fine_{key}.safetensors", "slice_axis": spec.get("slice_axis"),
@@ -87,6 +92,7 @@ def build_manifest(
                     "file": "coarse.safetensors", "spacing": [float(s) for s in coarse_spacing]}
     manifest = {
         "schema_version": 1,
+        **({"mode": mode} if mode != "two-stage" else {}),
         "id": model_id,
         "version": version,
         "description": description,

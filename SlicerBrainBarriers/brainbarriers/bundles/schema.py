@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import BundleError
-from ..structures import FINE_TARGETS, MODALITIES
+from ..structures import COARSE_CHANNELS, FINE_TARGETS, MODALITIES
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
@@ -48,7 +48,12 @@ def _semantic_errors(manifest: dict) -> list[str]:
             errors.append(f"inputs.supported_subsets: {subset} uses a modality not in {modalities}")
     nets = manifest["networks"]
     files = {f["path"] for f in manifest["files"]}
-    for key in manifest["structures"]:
+    one_stage = manifest.get("mode") == "one-stage"
+    if one_stage and nets["fine"]:
+        errors.append("networks.fine: a one-stage model has no fine networks (its 'coarse' network segments all)")
+    if one_stage and nets["coarse"].get("out_channels") != COARSE_CHANNELS:
+        errors.append(f"networks.coarse.out_channels: a one-stage network has {COARSE_CHANNELS} (background + each structure)")
+    for key in [] if one_stage else manifest["structures"]:
         if key not in nets["fine"]:
             errors.append(f"networks.fine: no network for structure '{key}'")
     for key in nets["fine"]:
