@@ -183,8 +183,8 @@ def _smoke(args) -> int:
         torch.set_num_threads(args.threads)
     rows, facts = run_smoke(args.out, args.seed, args.set)
     print(report(rows, facts))
-    problems = failures(rows) + [f"{k}: collapsed in training ({c})" for k, c in facts["fine_checks"].items()
-                                 if c and not c["ok"]]
+    problems = failures(rows) + facts["method"] + [f"{k}: collapsed in training ({c})"
+                                                   for k, c in facts["fine_checks"].items() if c and not c["ok"]]
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "facts": facts, "failures": problems}, indent=1))
     for line in problems:

@@ -7,6 +7,7 @@ and ``bench/smoke_spread.py`` measures their spread over seeds and thread counts
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -55,16 +56,39 @@ def run_smoke(workdir: Path, seed: int | None = None, overrides: list[str] | Non
     fine = train_fine(config, workdir / "cache", workdir / "run", cases=TRAIN_IDS)
     bundle = export_bundle(workdir / "run", workdir / "bundle")
     t_train = time.time() - t0
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
     rows = evaluate_model(bundle, indexed_cases(index, HELD_OUT), device="cpu", progress=False)
     facts = {"seed": config["seed"], "threads": torch.get_num_threads(), "train_s": round(t_train),
              "eval_s": round(time.time() - t0 - t_train), "cpu": cpu_name(), "cores": os.cpu_count(),
-             "fine_checks": {k: v.get("check") for k, v in fine.items()}}
+             "fine_checks": {k: v.get("check") for k, v in fine.items()}, "method": method_problems(manifest)}
     return rows, facts
 
 
 def mean_dice(rows: list[dict]) -> dict[str, float]:
     return {k: sum(r["dice"] for r in rows if r["structure"] == k) / max(1, sum(r["structure"] == k for r in rows))
             for k in THRESHOLDS}
+
+
+def method_problems(manifest: dict) -> list[str]:
+    """Where an exported bundle is not the paper's method: an HMRNet-s target whose inter-slice axis
+    is not the structure table's thin direction, or BFC blocks removed. On the smoke phantoms neither
+    costs Dice beyond the spread over seeds (measured), so the gate checks the bundle itself; the
+    unit tests check the code behind them (BFC by hand, the -s receptive field per axis)."""
+    from brainbarriers.preprocessing import array_axis
+    from brainbarriers.structures import fine_target
+
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # the model grid's direction
+    out = []
+    for key, spec in manifest["networks"]["fine"].items():
+        target = fine_target(key)
+        options = spec.get("options", {})
+        if options.get("calibration") is False:
+            out.append(f"{key}: BFC blocks removed")
+        if spec["architecture"] == "hmrnet-s" and target.slice_axis is not None:
+            expected = array_axis(identity, target.slice_axis)
+            if options.get("inter_slice_axis", expected) != expected or spec.get("slice_axis") != target.slice_axis:
+                out.append(f"{key}: inter-slice axis {spec.get('slice_axis')} is not its thin direction {target.slice_axis}")
+    return out
 
 
 def fn_volume_ratio(rows: list[dict]) -> float:

@@ -17,4 +17,29 @@ def test_smoke_recipe_reaches_target_dice(tmp_path, capsys):
         print("\n" + report(rows, facts))
     dead = {k: c for k, c in facts["fine_checks"].items() if c and not c["ok"]}
     assert not dead, f"fine networks that find no foreground in their own training crops: {dead}"
+    assert not facts["method"], facts["method"]
     assert not failures(rows), "; ".join(failures(rows)) + f" (Dice thresholds {THRESHOLDS})"
+
+
+def test_the_gate_names_a_bundle_that_is_not_the_method():
+    """Wrong inter-slice axes and removed BFC blocks cost no Dice on the phantoms (measured with
+    bench/smoke_spread.py --broken), so the gate checks the exported bundle's networks themselves."""
+    from brainbarriers.bundles import build_manifest
+    from brainbarriers.structures import FINE_TARGETS
+    from brainbarriers_training.config import load_recipe
+    from brainbarriers_training.engine import network_spec
+    from brainbarriers_training.smoke import method_problems
+
+    def manifest(*overrides):
+        recipe = load_recipe("smoke", list(overrides))
+        return build_manifest(model_id="m", version="1.0.0", coarse=network_spec(recipe, None),
+                              fine={t.key: network_spec(recipe, t) for t in FINE_TARGETS},
+                              spacing=recipe.data.spacing, coarse_spacing=recipe.data.coarse_spacing,
+                              normalisation=recipe.to_dict()["data"]["normalisation"])
+
+    assert method_problems(manifest()) == []
+    wrong = method_problems(manifest('fine.slice_axes={"falx": "AP", "transverse_sinus": "LR"}'))
+    assert wrong == ["falx: inter-slice axis AP is not its thin direction LR",
+                     "transverse_sinus: inter-slice axis LR is not its thin direction IS"]
+    no_bfc = method_problems(manifest("fine.networks.s.options.calibration=false"))
+    assert no_bfc == [f"{k}: BFC blocks removed" for k in ("falx", "sagittal_sinus", "transverse_sinus")]
