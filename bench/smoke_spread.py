@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from brainbarriers_training.smoke import failures, fn_volume_ratio  # noqa: E402
+from brainbarriers_training.smoke import failures, fn_volume_ratio, method_problems  # noqa: E402
 
 STRUCTURES = ("cerebellum", "falx", "sinuses", "tentorium", "ventricles")
 
@@ -51,6 +51,7 @@ def run_one(out: Path, name: str, seed: int, threads: int, overrides: list[str])
     data = json.loads(result.read_text())
     dice = {k: sum(r["dice"] for r in data["rows"] if r["structure"] == k) / 3 for k in STRUCTURES}
     collapsed = [k for k, c in data["facts"]["fine_checks"].items() if c and not c["ok"]]
+    collapsed += method_problems(json.loads((work / "bundle" / "manifest.json").read_text()))
     return {"name": name, "seed": seed, "threads": threads, "dice": dice, "fn_ratio": fn_volume_ratio(data["rows"]),
             "failures": failures(data["rows"]) + collapsed, "train_s": data["facts"]["train_s"],
             "cpu": data["facts"]["cpu"]}
