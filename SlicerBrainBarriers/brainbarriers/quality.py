@@ -8,7 +8,7 @@ Kinds (``KINDS``):
 
 * ``missing``: a requested structure has no voxels;
 * ``volume``: the volume lies outside the range seen in training (the bundle manifest's
-  ``volume_stats``, written by ``python -m training export``), widened by ``volume_margin``;
+  ``volume_stats``, written by ``python -m brainbarriers_training export``), widened by ``volume_margin``;
 * ``confidence``: the fine networks are unsure inside the structure (mean binary entropy, or the
   fraction of voxels whose probability lies between 0.2 and 0.8);
 * ``flip``: a pass on the left-right mirrored input disagrees with the plain pass (Dice), only
