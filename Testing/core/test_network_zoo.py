@@ -26,6 +26,10 @@ from brainbarriers_training.losses_zoo import (
     contour_target,
     difficulty_weights,
 )
+from phantoms import dice as _dice
+from phantoms import grid as _grid
+from phantoms import image as _image
+from phantoms import sheet as _sheet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -279,35 +283,11 @@ def test_difficulty_guided_ce_by_hand():
 # ---------------------------------------------------------------- overfitting phantoms
 
 
-def _grid(shape):
-    return torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij")
-
-
 def _blob(size=16):
     z, y, x = _grid((size,) * 3)
     c = size / 2 - 0.5
     r = ((z - c) ** 2 + (y - c - 0.5) ** 2 / 1.5 + (x - c) ** 2) ** 0.5
     return (r < 0.28 * size).long()
-
-
-def _sheet(axis, size=16):
-    """A wavy sheet two voxels thick across ``axis``."""
-    grids = _grid((size,) * 3)
-    others = [grids[d] for d in range(3) if d != axis]
-    centre = size / 2 + 1.5 * torch.sin(others[0] / 3) + torch.cos(others[1] / 4)
-    return ((grids[axis] - centre).abs() < 1.0).long()
-
-
-def _image(label, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(3, *label.shape, generator=g) * 0.3
-    scale = torch.tensor([1.0, -0.7, 0.5]).view(3, 1, 1, 1)
-    return (label[None].float() * scale + noise)[None]
-
-
-def _dice(pred, label):
-    inter = ((pred == 1) & (label == 1)).sum()
-    return float(2 * inter / ((pred == 1).sum() + (label == 1).sum()))
 
 
 def _overfit(net, step, x, label, max_steps=150):

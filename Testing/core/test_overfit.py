@@ -8,6 +8,9 @@ from brainbarriers.networks import build
 from brainbarriers.networks.inference import inference_context, prepare_for_inference
 from brainbarriers.networks.padding import predict_padded
 from brainbarriers_training.losses import DeepSupervisionLoss, DiceCELoss, FNDiceCELoss
+from phantoms import dice as _dice
+from phantoms import image as _image
+from phantoms import sheet as _sheet
 
 SIZE = 16
 
@@ -16,27 +19,6 @@ def _blob():
     z, y, x = torch.meshgrid(*[torch.arange(SIZE, dtype=torch.float32)] * 3, indexing="ij")
     r = ((z - 7) ** 2 + (y - 8) ** 2 / 1.5 + (x - 7) ** 2) ** 0.5
     return (r < 4.5).long()
-
-
-def _sheet(axis):
-    """A wavy sheet two voxels thick across ``axis``."""
-    z, y, x = torch.meshgrid(*[torch.arange(SIZE, dtype=torch.float32)] * 3, indexing="ij")
-    grids = [z, y, x]
-    others = [grids[d] for d in range(3) if d != axis]
-    centre = 8 + 1.5 * torch.sin(others[0] / 3) + torch.cos(others[1] / 4)
-    return ((grids[axis] - centre).abs() < 1.0).long()
-
-
-def _image(label, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(3, *label.shape, generator=g) * 0.3
-    scale = torch.tensor([1.0, -0.7, 0.5]).view(3, 1, 1, 1)
-    return (label[None].float() * scale + noise)[None]
-
-
-def _dice(pred, label):
-    inter = ((pred == 1) & (label == 1)).sum()
-    return float(2 * inter / ((pred == 1).sum() + (label == 1).sum()))
 
 
 def _overfit(net, loss, x, label, max_steps=150):
