@@ -181,7 +181,7 @@ class TrainingSet(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def localisation(self, entry: dict, rng: np.random.Generator) -> list[int] | None:
+    def localisation(self, entry: dict, rng: np.random.Generator) -> Box | None:
         """The box the crop is built from: one coarse checkpoint's prediction drawn at random, or
         the ground-truth box when there are none or the drawn one missed the target (covers less
         than MIN_BOX_COVERAGE of the true box: a crop there would teach the network nothing but

@@ -32,7 +32,7 @@ from brainbarriers.structures import FINE_TARGETS, MODALITIES
 from .sinus import split_sinus
 
 KEYS = (*MODALITIES, "label")
-_SUFFIX = {"ct": "ct", "t1": "t1", "t2": "t2", "label": "labelmap_task1"}
+_SUFFIX = {"label": "labelmap_task1"}  # the images use their modality as suffix
 
 
 class CaseError(Exception):

@@ -341,6 +341,16 @@ def _describe(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+#: Which JSON values each scalar field type accepts (a bool is never a number).
+_SCALARS = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _coerce(tp: Any, value: Any, where: str, source: str) -> Any:
     def bad() -> ConfigError:
         return ConfigError(f"{source}: '{where}' must be {_describe(tp)}, not {value!r}")
@@ -360,25 +370,9 @@ def _coerce(tp: Any, value: Any, where: str, source: str) -> Any:
         if value in typing.get_args(tp) and not isinstance(value, bool):
             return value
         raise bad()
-    if tp is type(None):
-        if value is None:
-            return None
-        raise bad()
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise bad()
-    if tp is str:
-        if isinstance(value, str):
-            return value
+    if tp in _SCALARS:
+        if _SCALARS[tp](value):
+            return float(value) if tp is float else value
         raise bad()
     if origin is tuple:
         args = typing.get_args(tp)

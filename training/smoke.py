@@ -74,10 +74,9 @@ def method_problems(manifest: dict) -> list[str]:
     is not the structure table's thin direction, or BFC blocks removed. On the smoke phantoms neither
     costs Dice beyond the spread over seeds (measured), so the gate checks the bundle itself; the
     unit tests check the code behind them (BFC by hand, the -s receptive field per axis)."""
-    from brainbarriers.preprocessing import array_axis
+    from brainbarriers.bundles import fine_network
     from brainbarriers.structures import fine_target
 
-    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # the model grid's direction
     out = []
     for key, spec in manifest["networks"]["fine"].items():
         target = fine_target(key)
@@ -85,7 +84,7 @@ def method_problems(manifest: dict) -> list[str]:
         if options.get("calibration") is False:
             out.append(f"{key}: BFC blocks removed")
         if spec["architecture"] == "hmrnet-s" and target.slice_axis is not None:
-            expected = array_axis(identity, target.slice_axis)
+            expected = fine_network(target)["options"]["inter_slice_axis"]  # the table's axis on the model grid
             if options.get("inter_slice_axis", expected) != expected or spec.get("slice_axis") != target.slice_axis:
                 out.append(f"{key}: inter-slice axis {spec.get('slice_axis')} is not its thin direction {target.slice_axis}")
     return out
