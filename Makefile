@@ -44,3 +44,4 @@ lint: env
 bench: env
 	$(BIN)/python bench/bench_networks.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_synth.py

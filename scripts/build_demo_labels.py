@@ -48,6 +48,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_sample  # noqa: E402
+from brainbarriers_training import synth  # noqa: E402
 
 CEREBELLUM = (38, 39, 40, 41, 71, 72, 73)
 VENTRICLES = (4, 11, 49, 50, 51, 52)
@@ -163,26 +164,6 @@ def to_image(array: np.ndarray) -> sitk.Image:
     return array_to_image(array, build_sample.model_grid())
 
 
-def random_warp(rng: np.random.Generator) -> sitk.Transform:
-    """Random affine (rotation +-12 deg, scale 0.9..1.1, shear, shift +-8 mm) + smooth elastic
-    displacement (B-spline, 5x5x5 control grid, +-4 mm), about the head centre."""
-    ref = build_sample.model_grid()
-    centre = ref.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ref.GetSize()])
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(centre)
-    angles = np.deg2rad(rng.uniform(-12, 12, 3))
-    rot = sitk.Euler3DTransform()
-    rot.SetRotation(*angles)
-    matrix = np.array(rot.GetMatrix()).reshape(3, 3) @ np.diag(rng.uniform(0.9, 1.1, 3))
-    matrix = matrix + rng.uniform(-0.04, 0.04, (3, 3)) * (1 - np.eye(3))
-    affine.SetMatrix(matrix.ravel().tolist())
-    affine.SetTranslation(rng.uniform(-8, 8, 3).tolist())
-    bspline = sitk.BSplineTransformInitializer(ref, [4, 4, 4])
-    params = rng.normal(0, 2.0, len(bspline.GetParameters())).clip(-4, 4)
-    bspline.SetParameters(params.tolist())
-    return sitk.CompositeTransform([affine, bspline])
-
-
 def write_case(root: Path, case: str, images: dict[str, sitk.Image], labels: sitk.Image) -> None:
     folder = root / case
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,32 +172,56 @@ def write_case(root: Path, case: str, images: dict[str, sitk.Image], labels: sit
     sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(folder / f"{case}_labelmap_task1.mha"))
 
 
-def intensity_jitter(image: sitk.Image, rng: np.random.Generator, is_ct: bool) -> sitk.Image:
-    """Random gamma and a smooth multiplicative bias for MR; a small HU offset/noise for CT."""
-    a = sitk.GetArrayFromImage(image).astype(np.float32)
-    if is_ct:
-        a = a + rng.uniform(-15, 15) + rng.normal(0, rng.uniform(0, 12), a.shape).astype(np.float32)
-        out = sitk.GetImageFromArray(np.round(a).astype(np.int16))
-    else:
-        hi = max(float(a.max()), 1e-6)
-        a = hi * (a / hi) ** rng.uniform(0.7, 1.4)
-        k, j, i = np.meshgrid(*[np.linspace(-1, 1, s) for s in a.shape], indexing="ij")
-        c = rng.uniform(-0.15, 0.15, 3)
-        a = a * (1 + c[0] * k + c[1] * j + c[2] * i)
-        out = sitk.GetImageFromArray(a.astype(np.float32))
-    out.CopyInformation(image)
-    return out
+TPM_BONE, TPM_SOFT, TPM_AIR = 3, 4, 5  # SPM TPM.nii volumes (GM, WM, CSF, bone, soft tissue, air)
+DEEP_GREY = (23, 30, 31, 32, 36, 37, 47, 48, 55, 56, 57, 58, 59, 60, 61, 62, 69, 75, 76)
+CEREBELLAR_WHITE = (40, 41)
+CEREBRAL_WHITE = (44, 45)
+
+
+def tpm_on_grid(path: Path) -> np.ndarray:
+    """SPM's six tissue probability maps on the sample grid, shape (6, K, J, I)."""
+    tpm = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    size = list(tpm.GetSize())
+    return np.stack([on_grid(sitk.Extract(tpm, size[:3] + [0], [0, 0, 0, c]), nearest=False)
+                     for c in range(size[3])])
+
+
+def build_tissues(atlas: np.ndarray, icv: np.ndarray, tpm: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The generator's tissue map (training/synth.py TISSUES) on the sample grid.
+
+    Outside the intracranial mask: skull, scalp or air by SPM's TPM; inside: the
+    Neuromorphometrics classes; the five targets exactly as in ``labels``.
+    """
+    v = synth.TISSUE_VALUE
+    tissue = np.full(atlas.shape, v["air"], np.uint8)
+    head = tpm[TPM_AIR] < 0.5
+    outside = np.argmax(tpm, axis=0)
+    tissue[head] = v["scalp"]
+    tissue[head & (outside == TPM_BONE)] = v["skull"]
+    inside = icv | (atlas > 0)
+    tissue[inside] = v["csf"]
+    tissue[inside & (atlas >= 100)] = v["cortex"]
+    tissue[inside & np.isin(atlas, CEREBRAL_WHITE)] = v["white_matter"]
+    tissue[inside & np.isin(atlas, DEEP_GREY)] = v["deep_grey"]
+    tissue[inside & np.isin(atlas, BRAINSTEM)] = v["brainstem"]
+    tissue[np.isin(atlas, CEREBELLUM)] = v["cerebellar_cortex"]
+    tissue[np.isin(atlas, CEREBELLAR_WHITE)] = v["cerebellar_white_matter"]
+    cerebellar = np.isin(tissue, (v["cerebellar_cortex"], v["cerebellar_white_matter"]))
+    tissue[(labels == 0) & cerebellar] = v["csf"]
+    tissue[(labels == 1) & ~cerebellar] = v["cerebellar_cortex"]
+    for label, key in ((5, "ventricles"), (4, "tentorium"), (2, "falx"), (3, "sinus")):
+        tissue[labels == label] = v[key]
+    assert np.array_equal(synth.TASK1_LUT[tissue], labels), "tissue map disagrees with the labels"
+    return tissue
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/work/demo_work"))
     parser.add_argument("--data", type=Path, default=Path("/work/demo_data"))
-    parser.add_argument("--heldout", type=Path, default=Path("/work/demo_heldout"))
     parser.add_argument("--sample", type=Path, default=Path(__file__).resolve().parents[1] / "Resources/SampleData")
-    parser.add_argument("--copies", type=int, default=6, help="augmented copies besides case 001")
+    parser.add_argument("--synthetic", type=int, default=48, help="generated cases besides case 001")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--heldout-only", action="store_true", help="write only the held-out cases")
     args = parser.parse_args(argv)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
     src = args.work / "sources"
@@ -228,46 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     print("volumes (ml)", {k: round(v, 1) for k, v in volumes_ml(labels).items()})
     label_image = to_image(labels)
     sitk.WriteImage(label_image, str(args.work / "demo_labels.nrrd"), useCompression=True)
+    tissue = build_tissues(atlas, icv, tpm_on_grid(src / "TPM.nii"), labels)
+    tissue_path = args.work / "demo_tissues.nrrd"
+    sitk.WriteImage(to_image(tissue), str(tissue_path), useCompression=True)
+    print("tissue map", tissue_path, {t.key: int((tissue == t.value).sum()) for t in synth.TISSUES})
 
-    ref = build_sample.model_grid()
-    if not args.heldout_only:
-        write_training_cases(args, src, label_image, ref)
-    write_heldout_cases(args.heldout, src, label_image, ref)
-    return 0
-
-
-def write_training_cases(args, src: Path, label_image: sitk.Image, ref: sitk.Image) -> None:
     sample = {k: sitk.ReadImage(str(args.sample / f"sample_{k}.nrrd")) for k in ("ct", "t1", "t2")}
     write_case(args.data, "001", sample, label_image)
-    t1_alt = sitk.Cast(sitk.Round(sitk.Clamp(sitk.Resample(
-        sitk.ReadImage(str(src / "avg305T1.nii"), sitk.sitkFloat32), build_sample.model_grid(),
-        sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32), sitk.sitkFloat32, 0, 1) * 255), sitk.sitkUInt8)
-    rng = np.random.default_rng(args.seed)
-    for n in range(args.copies):
-        case = f"{n + 2:03d}"
-        warp = random_warp(rng)
-        sources = dict(sample, t1=t1_alt if n % 2 == 0 else sample["t1"])
-        images = {}
-        for key, image in sources.items():
-            default = -1024.0 if key == "ct" else 0.0
-            moved = sitk.Resample(image, ref, warp, sitk.sitkLinear, default, sitk.sitkFloat32)
-            images[key] = intensity_jitter(moved, rng, key == "ct")
-        moved_labels = sitk.Resample(label_image, ref, warp, sitk.sitkNearestNeighbor, 0)
-        write_case(args.data, case, images, moved_labels)
-        print("wrote case", case, flush=True)
-
-
-
-def write_heldout_cases(root: Path, src: Path, label_image: sitk.Image, ref: sitk.Image) -> None:
-    """101: the MNI152NLin6Asym T1 in MNI pose; 102: the same under a random affine + elastic warp
-    (a pose the training copies did not use: its own seed). T1 only."""
-    t1_source = sitk.ReadImage(str(src / "MNI152NLin6Asym_res-01_T1w.nii.gz"), sitk.sitkFloat32)
-    t1_held = sitk.Resample(t1_source, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    write_case(root, "101", {"t1": t1_held}, label_image)
-    warp = random_warp(np.random.default_rng(101))
-    t1_warped = sitk.Resample(t1_source, ref, warp, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    write_case(root, "102", {"t1": t1_warped}, sitk.Resample(label_image, ref, warp, sitk.sitkNearestNeighbor, 0))
-    print("wrote held-out cases 101, 102 (T1 only)")
+    for case in synth.write_cases(tissue_path, args.data, args.synthetic, args.seed, first_id=2):
+        print("wrote synthetic case", case, flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -44,10 +44,14 @@ SPM_FILES = {
     "labels_Neuromorphometrics.nii": "tpm/labels_Neuromorphometrics.nii",
     "labels_Neuromorphometrics.xml": "tpm/labels_Neuromorphometrics.xml",
     "mask_ICV.nii": "tpm/mask_ICV.nii",
+    "TPM.nii": "tpm/TPM.nii",
+    "single_subj_T1.nii": "canonical/single_subj_T1.nii",
     "SPM_LICENCE.txt": "LICENCE",
 }
 NIMARE_FILES = {
     "MNI152NLin6Asym_res-01_T1w.nii.gz": "nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
+    "MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz":
+        "nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz",
 }
 
 #: The sample grid: 1.2 mm isotropic, LPS identity direction, covering the MNI template box.

@@ -1,0 +1,146 @@
+"""The domain-randomised generator (training/synth.py) on a small block tissue map."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from brainbarriers_training import synth
+
+SIZE = 40  # voxels per axis, 2 mm
+
+
+def block_map() -> sitk.Image:
+    """Every tissue class as a slab of 2-3 voxels along z inside a 'head' box, air around it."""
+    array = np.zeros((SIZE, SIZE, SIZE), np.uint8)
+    classes = [t.value for t in synth.TISSUES if t.key != "air"]
+    edges = np.linspace(4, SIZE - 4, len(classes) + 1).round().astype(int)
+    for value, lo, hi in zip(classes, edges[:-1], edges[1:]):
+        array[lo:hi, 6:-6, 6:-6] = value
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    image.SetOrigin((-40.0, -40.0, -40.0))
+    return image
+
+
+#: no pose, blur, resolution loss, bias, noise or gamma: each class keeps exactly its drawn mean
+PLAIN = synth.SynthParams(rotation_degrees=0, scales=(1, 1), shear=0, translation_mm=0, elastic_max_mm=0,
+                          random_contrast=0.0, mr_spread=(0, 0), ct_spread_hu=(0, 0),
+                          partial_volume_sigma_mm=(0, 0), resolution_mm=(0.5, 0.5), thick_slice_probability=0,
+                          bias_std=0, mr_noise=(0, 0), ct_noise_hu=(0, 0), log_gamma_std=0)
+
+
+def test_same_seed_same_case_and_other_seeds_differ():
+    tissue = block_map()
+    a_images, a_label = synth.synthesize(tissue, np.random.default_rng([3, 0]))
+    b_images, b_label = synth.synthesize(tissue, np.random.default_rng([3, 0]))
+    c_images, _ = synth.synthesize(tissue, np.random.default_rng([3, 1]))
+    for key in ("ct", "t1", "t2"):
+        a, b = sitk.GetArrayFromImage(a_images[key]), sitk.GetArrayFromImage(b_images[key])
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, sitk.GetArrayFromImage(c_images[key]))
+    assert np.array_equal(sitk.GetArrayFromImage(a_label), sitk.GetArrayFromImage(b_label))
+
+
+@pytest.mark.parametrize("channel", ["ct", "t1", "t2"])
+def test_each_class_mean_is_drawn_within_its_range(channel):
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    seen = {t.key: [] for t in synth.TISSUES}
+    for seed in range(12):
+        image = synth.draw_channel(array, tissue, channel, np.random.default_rng(seed), PLAIN)
+        for t in synth.TISSUES:
+            values = image[array == t.value]
+            # one value per class when spread and blur are off
+            assert values.std() <= 1e-5 * max(1.0, abs(values.mean())), t.key
+            seen[t.key].append(float(values.mean()))
+    for t in synth.TISSUES:
+        lo, hi = getattr(t, channel)
+        means = np.array(seen[t.key])
+        if channel == "ct":
+            assert lo - 0.5 <= means.min() and means.max() <= hi + 0.5, (t.key, means)
+            assert means.max() - means.min() > 0.2 * (hi - lo), t.key  # really drawn, not fixed
+        else:  # MR is rescaled to [0, 1]: its order is checked below
+            assert means.max() <= 1.0 + 1e-6 and means.min() >= 0.0
+    if channel == "t1":
+        seen_wm, seen_csf = np.array(seen["white_matter"]), np.array(seen["csf"])
+        assert np.all(seen_wm > seen_csf)  # plausible-contrast draws keep T1's order
+    if channel == "t2":
+        assert np.all(np.array(seen["csf"]) > np.array(seen["white_matter"]))
+
+
+def test_random_contrast_breaks_the_order_sometimes():
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    params = dataclasses.replace(PLAIN, random_contrast=1.0)
+    flipped = 0
+    for seed in range(20):
+        image = synth.draw_channel(array, tissue, "t1", np.random.default_rng(seed), params)
+        flipped += image[array == synth.TISSUE_VALUE["csf"]].mean() > image[array == 5].mean()
+    assert 3 <= flipped <= 17
+
+
+def test_within_class_spread_noise_and_bias_are_applied():
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    params = synth.SynthParams(rotation_degrees=0, scales=(1, 1), shear=0, translation_mm=0, elastic_max_mm=0,
+                               mr_spread=(0.05, 0.05), mr_noise=(0.02, 0.02), bias_std=0.3)
+    image = synth.draw_channel(array, tissue, "t1", np.random.default_rng(0), params)
+    inner = image[array == synth.TISSUE_VALUE["white_matter"]]
+    assert inner.std() > 0.005
+
+
+def test_label_and_image_stay_aligned_after_deformation():
+    """With sharp images, every voxel's CT value is its label's tissue value, and the pose moved it."""
+    tissue = block_map()
+    params = dataclasses.replace(PLAIN, rotation_degrees=12, translation_mm=6, elastic_max_mm=4)
+    images, label = synth.synthesize(tissue, np.random.default_rng(5), params)
+    moved = sitk.GetArrayFromImage(label)
+    original = synth.TASK1_LUT[sitk.GetArrayFromImage(tissue)]
+    assert (moved != original).mean() > 0.02  # the pose really moved the anatomy
+    ct = sitk.GetArrayFromImage(images["ct"]).astype(float)
+    for value in range(1, 6):
+        ranges = [t.ct for t in synth.TISSUES if t.label == value]
+        inside = ct[moved == value]
+        assert inside.size > 0
+        ok = np.zeros(inside.shape, bool)
+        for lo, hi in ranges:
+            ok |= (inside >= lo - 1) & (inside <= hi + 1)
+        assert ok.all(), value
+
+
+def test_thick_slices_blur_along_one_axis_only():
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    params = dataclasses.replace(PLAIN, thick_slice_probability=1.0, thick_slice_mm=(8, 8), resolution_mm=(2, 2))
+    image = synth.draw_channel(array, tissue, "ct", np.random.default_rng(1), params)
+    sharp = synth.draw_channel(array, tissue, "ct", np.random.default_rng(1),
+                               dataclasses.replace(params, thick_slice_probability=0.0))
+    assert not np.allclose(image, sharp)
+
+
+def test_write_cases_writes_the_abcs_layout_and_redraws_a_case_alone(tmp_path):
+    path = tmp_path / "tissue.nrrd"
+    sitk.WriteImage(block_map(), str(path))
+    assert synth.write_cases(path, tmp_path / "a", count=2, seed=4) == ["002", "003"]
+    synth.write_cases(path, tmp_path / "b", count=1, seed=4)
+    names = sorted(p.name for p in (tmp_path / "a/003").iterdir())
+    assert names == ["003_ct.mha", "003_labelmap_task1.mha", "003_t1.mha", "003_t2.mha"]
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a/002/002_t2.mha")))
+    again = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b/002/002_t2.mha")))
+    assert np.array_equal(first, again)
+
+
+def test_speed_benchmark_prints_seconds_per_sample(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench/bench_synth.py"
+    spec = importlib.util.spec_from_file_location("bench_synth", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "grid (151, 181, 151)" in out and "seconds per sample: mean" in out

@@ -1,0 +1,213 @@
+"""Domain-randomised synthetic heads from a tissue label map (SynthSeg-style).
+
+A *tissue map* labels every voxel of a head with one of the classes in :data:`TISSUES` (air,
+scalp, skull, CSF, brain tissues and the five targets). :func:`synthesize` deforms the map with a
+random affine pose and a smooth elastic warp, then draws each channel from it: every class gets
+a random mean and spread (CT in Hounsfield units within the class's physical range; T1- and
+T2-like channels either within a plausible contrast range or, with ``random_contrast``
+probability, anywhere in [0, 1]), followed by partial-volume blur, a random acquisition
+resolution (sometimes thick slices), a multiplicative bias field (MR), noise and gamma (MR).
+
+Because the label is deformed first and the image is drawn from the deformed label, image and
+label stay aligned by construction. The output is the ABCs task-1 label map of the same grid.
+Everything is drawn from one ``numpy`` generator: the same seed gives the same case.
+
+Modality dropout is not done here: the training augmentation already drops channels
+(``train.augmentation.modality_dropout_probability``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """One class of the tissue map: its value, the task-1 label it belongs to, and intensity ranges.
+
+    ``ct`` is a range of class means in HU; ``t1`` and ``t2`` ranges of class means on [0, 1].
+    """
+
+    value: int
+    key: str
+    label: int
+    ct: tuple[float, float]
+    t1: tuple[float, float]
+    t2: tuple[float, float]
+
+
+#: The classes a tissue map may hold (value = index). Ranges follow typical non-contrast CT values
+#: and the usual T1/T2 contrast order; the sinus T1 range spans flow voids to contrast enhancement.
+TISSUES: tuple[Tissue, ...] = (
+    Tissue(0, "air", 0, (-1000, -950), (0.0, 0.05), (0.0, 0.05)),
+    Tissue(1, "scalp", 0, (-90, 70), (0.3, 1.0), (0.2, 0.9)),
+    Tissue(2, "skull", 0, (500, 1500), (0.0, 0.5), (0.0, 0.35)),
+    Tissue(3, "csf", 0, (0, 15), (0.0, 0.25), (0.7, 1.0)),
+    Tissue(4, "cortex", 0, (32, 45), (0.35, 0.6), (0.45, 0.7)),
+    Tissue(5, "white_matter", 0, (20, 32), (0.6, 0.95), (0.25, 0.5)),
+    Tissue(6, "deep_grey", 0, (30, 45), (0.4, 0.7), (0.35, 0.65)),
+    Tissue(7, "brainstem", 0, (25, 40), (0.5, 0.85), (0.3, 0.6)),
+    Tissue(8, "cerebellar_cortex", 1, (30, 45), (0.35, 0.6), (0.45, 0.7)),
+    Tissue(9, "cerebellar_white_matter", 1, (20, 35), (0.55, 0.9), (0.25, 0.5)),
+    Tissue(10, "ventricles", 5, (0, 15), (0.0, 0.25), (0.7, 1.0)),
+    Tissue(11, "falx", 2, (40, 150), (0.0, 0.45), (0.0, 0.35)),
+    Tissue(12, "sinus", 3, (35, 80), (0.0, 1.0), (0.0, 0.7)),
+    Tissue(13, "tentorium", 4, (40, 150), (0.0, 0.45), (0.0, 0.35)),
+)
+TISSUE_VALUE = {t.key: t.value for t in TISSUES}
+#: tissue value -> ABCs task-1 label
+TASK1_LUT = np.array([t.label for t in TISSUES], np.uint8)
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """Ranges of the random draws (one place; ``synthesize`` reads nothing else)."""
+
+    rotation_degrees: float = 15.0
+    scales: tuple[float, float] = (0.88, 1.12)
+    shear: float = 0.05
+    translation_mm: float = 10.0
+    elastic_control_points: int = 6
+    elastic_max_mm: float = 5.0
+    random_contrast: float = 0.3  # probability that an MR channel ignores the contrast ranges
+    mr_spread: tuple[float, float] = (0.0, 0.05)  # within-class standard deviation, [0, 1] scale
+    ct_spread_hu: tuple[float, float] = (2.0, 10.0)
+    partial_volume_sigma_mm: tuple[float, float] = (0.3, 0.8)
+    resolution_mm: tuple[float, float] = (1.0, 2.0)  # acquisition spacing per axis
+    thick_slice_probability: float = 0.35
+    thick_slice_mm: tuple[float, float] = (3.0, 6.0)
+    bias_std: float = 0.3  # of the log field
+    bias_control_points: int = 4
+    mr_noise: tuple[float, float] = (0.0, 0.04)
+    ct_noise_hu: tuple[float, float] = (0.0, 12.0)
+    log_gamma_std: float = 0.25
+
+
+def random_pose(reference: sitk.Image, rng: np.random.Generator, p: SynthParams) -> sitk.Transform:
+    """A random affine about the image centre composed with a smooth B-spline warp."""
+    size = np.array(reference.GetSize())
+    centre = reference.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist())
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(centre)
+    angles = np.deg2rad(rng.uniform(-p.rotation_degrees, p.rotation_degrees, 3))
+    rotation = sitk.Euler3DTransform((0, 0, 0), *angles.tolist())
+    matrix = np.array(rotation.GetMatrix()).reshape(3, 3)
+    matrix = matrix @ np.diag(rng.uniform(*p.scales, 3))
+    matrix = matrix @ (np.eye(3) + rng.uniform(-p.shear, p.shear, (3, 3)) * (1 - np.eye(3)))
+    affine.SetMatrix(matrix.ravel().tolist())
+    affine.SetTranslation(rng.uniform(-p.translation_mm, p.translation_mm, 3).tolist())
+
+    mesh = [p.elastic_control_points] * 3
+    bspline = sitk.BSplineTransformInitializer(reference, mesh, 3)
+    n = len(bspline.GetParameters())
+    # control-point displacements; the cubic spline smooths them to about half their peak
+    bspline.SetParameters(rng.uniform(-p.elastic_max_mm, p.elastic_max_mm, n).tolist())
+    return sitk.CompositeTransform([affine, bspline])
+
+
+def _draw_means(rng: np.random.Generator, channel: str, p: SynthParams) -> np.ndarray:
+    if channel != "ct" and rng.random() < p.random_contrast:
+        return rng.uniform(0.0, 1.0, len(TISSUES))
+    return np.array([rng.uniform(*getattr(t, channel)) for t in TISSUES])
+
+
+def _smooth(image: sitk.Image, sigma_mm: np.ndarray) -> sitk.Image:
+    if max(sigma_mm) <= 0:
+        return image
+    # an axis without blur gets a negligible sigma: the recursive filter refuses zero
+    return sitk.SmoothingRecursiveGaussian(image, [max(float(s), 1e-2) for s in sigma_mm])
+
+
+def _resolution(image: sitk.Image, rng: np.random.Generator, p: SynthParams) -> sitk.Image:
+    """Blur and resample through a random acquisition grid (thick slices on one axis sometimes)."""
+    spacing = np.array(image.GetSpacing())
+    acquired = rng.uniform(*p.resolution_mm, 3)
+    if rng.random() < p.thick_slice_probability:
+        acquired[rng.integers(3)] = rng.uniform(*p.thick_slice_mm)
+    acquired = np.maximum(acquired, spacing)
+    partial = rng.uniform(*p.partial_volume_sigma_mm)
+    sigma = np.sqrt(partial**2 + np.maximum(0.0, (acquired**2 - spacing**2)) * (0.4**2))
+    blurred = _smooth(image, sigma)
+    if np.all(acquired <= spacing * 1.05):
+        return blurred
+    size = np.maximum(1, np.round(np.array(image.GetSize()) * spacing / acquired)).astype(int)
+    low = sitk.Resample(blurred, size.tolist(), sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                        acquired.tolist(), image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.Resample(low, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def _bias_field(reference: sitk.Image, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    n = p.bias_control_points
+    coarse = sitk.GetImageFromArray(rng.normal(0.0, rng.uniform(0, p.bias_std), (n, n, n)).astype(np.float32))
+    size, spacing = np.array(reference.GetSize()), np.array(reference.GetSpacing())
+    coarse.SetSpacing((size * spacing / (n - 1)).tolist())
+    coarse.SetOrigin(reference.GetOrigin())
+    coarse.SetDirection(reference.GetDirection())
+    field = sitk.Resample(coarse, reference, sitk.Transform(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+    return np.exp(sitk.GetArrayViewFromImage(field))
+
+
+def draw_channel(tissue: np.ndarray, reference: sitk.Image, channel: str, rng: np.random.Generator,
+                 p: SynthParams = SynthParams()) -> np.ndarray:
+    """One channel (``ct``, ``t1`` or ``t2``) drawn from a (deformed) tissue array on ``reference``."""
+    means = _draw_means(rng, channel, p)
+    spreads = rng.uniform(*(p.ct_spread_hu if channel == "ct" else p.mr_spread), len(TISSUES))
+    array = (means[tissue] + spreads[tissue] * rng.standard_normal(tissue.shape)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    array = sitk.GetArrayFromImage(_resolution(image, rng, p))
+    if channel == "ct":
+        array += rng.uniform(*p.ct_noise_hu) * rng.standard_normal(array.shape).astype(np.float32)
+        return np.clip(array, -1024, 3071)
+    array *= _bias_field(reference, rng, p)
+    array += rng.uniform(*p.mr_noise) * rng.standard_normal(array.shape).astype(np.float32)
+    array = np.clip(array, 0, None)
+    array /= max(float(array.max()), 1e-6)
+    return array ** np.exp(rng.normal(0.0, p.log_gamma_std))
+
+
+def synthesize(tissue_map: sitk.Image, rng: np.random.Generator, p: SynthParams = SynthParams(),
+               channels: tuple[str, ...] = ("ct", "t1", "t2")) -> tuple[dict[str, sitk.Image], sitk.Image]:
+    """One random case: ``({channel: image}, task-1 label image)`` on the tissue map's grid.
+
+    CT is int16 HU, MR channels uint8 (0-255), the label uint8 (ABCs task-1 values).
+    """
+    pose = random_pose(tissue_map, rng, p)
+    moved = sitk.Resample(tissue_map, tissue_map, pose, sitk.sitkNearestNeighbor, TISSUE_VALUE["air"])
+    tissue = sitk.GetArrayFromImage(moved).astype(np.intp)
+    images = {}
+    for channel in channels:
+        array = draw_channel(tissue, tissue_map, channel, rng, p)
+        if channel == "ct":
+            out = sitk.GetImageFromArray(np.round(array).astype(np.int16))
+        else:
+            out = sitk.GetImageFromArray(np.round(array * 255).astype(np.uint8))
+        out.CopyInformation(tissue_map)
+        images[channel] = out
+    label = sitk.GetImageFromArray(TASK1_LUT[tissue])
+    label.CopyInformation(tissue_map)
+    return images, label
+
+
+def write_cases(tissue_map: Path, out: Path, count: int, seed: int, first_id: int = 2) -> list[str]:
+    """Write ``count`` synthetic cases in the ABCs layout (``NNN/NNN_{ct,t1,t2}.mha`` + label).
+
+    Case ``first_id + n`` uses the generator seeded with ``(seed, n)``, so any case can be redrawn
+    alone and adding cases never changes the earlier ones.
+    """
+    source = sitk.ReadImage(str(tissue_map), sitk.sitkUInt8)
+    written = []
+    for n in range(count):
+        case = f"{first_id + n:03d}"
+        images, label = synthesize(source, np.random.default_rng([seed, n]))
+        folder = out / case
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, image in images.items():
+            sitk.WriteImage(image, str(folder / f"{case}_{key}.mha"), useCompression=True)
+        sitk.WriteImage(label, str(folder / f"{case}_labelmap_task1.mha"), useCompression=True)
+        written.append(case)
+    return written
