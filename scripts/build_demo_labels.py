@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sample = {k: sitk.ReadImage(str(args.sample / f"sample_{k}.nrrd")) for k in ("ct", "t1", "t2")}
     write_case(args.data, "001", sample, label_image)
-    for case in synth.write_cases(tissue_path, args.data, args.synthetic, args.seed, first_id=2):
+    for case in synth.write_cases(tissue_path, args.data, args.synthetic, args.seed, first_id=2,
+                                  overwrite=True):
         print("wrote synthetic case", case, flush=True)
     return 0
 

@@ -50,8 +50,9 @@ SPM_FILES = {
 }
 NIMARE_FILES = {
     "MNI152NLin6Asym_res-01_T1w.nii.gz": "nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
-    "MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz":
-        "nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz",
+    "MNI152NLin6Asym_res-02_T1w.nii.gz": "nimare/resources/templates/tpl-MNI152NLin6Asym_res-02_T1w.nii.gz",
+    "MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz":
+        "nimare/resources/templates/tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz",
 }
 
 #: The sample grid: 1.2 mm isotropic, LPS identity direction, covering the MNI template box.

@@ -45,6 +45,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, default=None, help="voxel spacing in mm (default 2.4)")
     p.add_argument("--first-id", type=int, default=1)
 
+    p = sub.add_parser("synth", help="draw domain-randomised synthetic heads (CT, T1, T2 + labels) from a tissue "
+                                     "map (training/synth.py) in the ABCs layout")
+    p.add_argument("--tissue", required=True, type=Path, help="tissue map: integer classes of synth.TISSUES")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first-id", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+
     p = sub.add_parser("prepare", help="check, resample, normalise and cache a data set")
     _config_args(p)
     p.add_argument("--data", required=True, type=Path, help="ABCs-layout folder, flat folder, or CSV (case,ct,t1,t2,label)")
@@ -91,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
+    p.add_argument("--structures", nargs="+", default=None, metavar="KEY",
+                   help="score only these structures (cerebellum falx sinuses tentorium ventricles), for label "
+                        "maps that label only some of them")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.csv and summary.txt")
 
     p = sub.add_parser("smoke", help="the smoke gate: train the smoke recipe on phantoms, score held-out phantoms "
@@ -165,9 +177,10 @@ def _evaluate(args) -> int:
 
         torch.set_num_threads(args.threads)
     if args.predictions:
-        rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance)
+        rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance, args.structures)
     elif args.model:
-        rows = evaluate_model(args.model, labelled_cases(args.data, args.cases), args.device, args.tolerance)
+        rows = evaluate_model(args.model, labelled_cases(args.data, args.cases), args.device, args.tolerance,
+                              structures=args.structures)
     else:
         raise ValueError("evaluate needs --model (a bundle to run) or --predictions (label maps to score)")
     print(write_results(rows, args.out))
@@ -218,6 +231,12 @@ def run(args) -> int:
         ids = generate_dataset(args.out, args.cases, args.seed, tuple(args.size or SMALL_SIZE),
                                args.spacing or SMALL_SPACING, args.first_id)
         print(f"wrote {len(ids)} phantom cases to {args.out}")
+        return 0
+    if args.command == "synth":
+        from .synth import write_cases
+
+        ids = write_cases(args.tissue, args.out, args.count, args.seed, args.first_id, args.overwrite)
+        print(f"wrote {len(ids)} synthetic cases to {args.out} ({ids[0]}..{ids[-1]})" if ids else "wrote nothing")
         return 0
     if args.command == "evaluate":
         return _evaluate(args)

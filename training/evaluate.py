@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,22 @@ FIELDS = ("case", "structure", "dice", "assd", "hd95", "surface_dice", "outcome"
           "volume_true_ml", "fold")
 
 
-def evaluate_labels(pred: np.ndarray, gt: np.ndarray, spacing_kji, case: str, tolerance_mm: float = 2.0) -> list[dict]:
-    """Metric rows of one case for every output label (ABCs values in both maps, one grid)."""
+def evaluate_labels(pred: np.ndarray, gt: np.ndarray, spacing_kji, case: str, tolerance_mm: float = 2.0,
+                    structures: Sequence[str] | None = None) -> list[dict]:
+    """Metric rows of one case for every output label (ABCs values in both maps, one grid).
+
+    ``structures`` (output label keys) limits the scoring to the structures the label map really
+    labels; a structure it leaves out would otherwise score as a "false structure".
+    """
     voxel_ml = float(np.prod(spacing_kji)) / 1000.0
+    unknown = set(structures or ()) - {lab.key for lab in OUTPUT_LABELS}
+    if unknown:
+        raise ValueError(f"unknown structure {sorted(unknown)[0]!r}; choose from "
+                         f"{', '.join(lab.key for lab in OUTPUT_LABELS)}")
     rows = []
     for lab in OUTPUT_LABELS:
+        if structures and lab.key not in structures:
+            continue
         p, g = pred == lab.value, gt == lab.value
         rows.append({"case": case, "structure": lab.key, **all_metrics(p, g, spacing_kji, tolerance_mm),
                      "volume_pred_ml": float(p.sum()) * voxel_ml, "volume_true_ml": float(g.sum()) * voxel_ml})
@@ -85,7 +97,8 @@ def write_results(rows: list[dict], out: Path) -> str:
     return table
 
 
-def score_label_image(pred: sitk.Image, gt: sitk.Image, case: str, tolerance_mm: float = 2.0) -> list[dict]:
+def score_label_image(pred: sitk.Image, gt: sitk.Image, case: str, tolerance_mm: float = 2.0,
+                      structures: Sequence[str] | None = None) -> list[dict]:
     """Score a predicted label image on the ground truth's grid (resampled by world position if needed)."""
     same = pred.GetSize() == gt.GetSize() and np.allclose(pred.GetSpacing(), gt.GetSpacing(), rtol=1e-3) and \
         np.allclose(pred.GetOrigin(), gt.GetOrigin(), atol=1e-3) and np.allclose(pred.GetDirection(), gt.GetDirection(), atol=1e-4)
@@ -93,17 +106,20 @@ def score_label_image(pred: sitk.Image, gt: sitk.Image, case: str, tolerance_mm:
         pred = sitk.Resample(pred, gt, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     spacing = tuple(gt.GetSpacing())[::-1]
     gt_arr = np.rint(sitk.GetArrayFromImage(gt)).astype(np.int16)
-    return evaluate_labels(sitk.GetArrayFromImage(pred).astype(np.int16), gt_arr, spacing, case, tolerance_mm)
+    return evaluate_labels(sitk.GetArrayFromImage(pred).astype(np.int16), gt_arr, spacing, case, tolerance_mm,
+                           structures)
 
 
 def evaluate_model(model, cases: list[tuple[str, dict[str, Path], Path]], device: str = "auto",
-                   tolerance_mm: float = 2.0, progress: bool = True, options=None) -> list[dict]:
+                   tolerance_mm: float = 2.0, progress: bool = True, options=None,
+                   structures: Sequence[str] | None = None) -> list[dict]:
     """Segment each case with the shipped pipeline and score it.
 
     Args:
         model: a model id, a bundle folder/zip, or a loaded ``Bundle``.
         cases: (case id, {modality: image path}, label map path) per case.
         options: ``brainbarriers.pipeline.SegmentOptions`` (default: the command line's defaults).
+        structures: score only these output label keys (default: all five).
     """
     from brainbarriers.bundles import Bundle, load_bundle
     from brainbarriers.io import read_image
@@ -116,7 +132,7 @@ def evaluate_model(model, cases: list[tuple[str, dict[str, Path], Path]], device
     for case, inputs, label_path in tqdm(cases, desc="evaluate", disable=not progress, unit="case"):
         images = {m: read_image(p, m) for m, p in inputs.items() if m in bundle.modalities}
         result = segmenter.run(images)
-        rows += score_label_image(result.labels, sitk.ReadImage(str(label_path)), case, tolerance_mm)
+        rows += score_label_image(result.labels, sitk.ReadImage(str(label_path)), case, tolerance_mm, structures)
     return rows
 
 
@@ -146,9 +162,11 @@ def indexed_cases(index: dict, only: list[str]) -> list[tuple[str, dict[str, Pat
     return out
 
 
-def evaluate_files(pairs: list[tuple[str, Path, Path]], tolerance_mm: float = 2.0) -> list[dict]:
+def evaluate_files(pairs: list[tuple[str, Path, Path]], tolerance_mm: float = 2.0,
+                   structures: Sequence[str] | None = None) -> list[dict]:
     """Score label-map files (case, prediction, ground truth) on the ground truth's grid."""
     rows = []
     for case, pred_path, gt_path in pairs:
-        rows += score_label_image(sitk.ReadImage(str(pred_path)), sitk.ReadImage(str(gt_path)), case, tolerance_mm)
+        rows += score_label_image(sitk.ReadImage(str(pred_path)), sitk.ReadImage(str(gt_path)), case, tolerance_mm,
+                                  structures)
     return rows

@@ -193,16 +193,35 @@ def synthesize(tissue_map: sitk.Image, rng: np.random.Generator, p: SynthParams 
     return images, label
 
 
-def write_cases(tissue_map: Path, out: Path, count: int, seed: int, first_id: int = 2) -> list[str]:
+def read_tissue_map(path: Path) -> sitk.Image:
+    """Read a tissue map and check that it holds integer values of :data:`TISSUES` only."""
+    from brainbarriers.io import read_image
+
+    image = read_image(Path(path), "label")
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{path}: a tissue map must hold integer class values, not {array.dtype}")
+    if array.min() < 0 or array.max() >= len(TISSUES):
+        raise ValueError(f"{path}: tissue values must lie in 0..{len(TISSUES) - 1} (training/synth.py TISSUES), "
+                         f"found {array.min()}..{array.max()}")
+    return sitk.Cast(image, sitk.sitkUInt8)
+
+
+def write_cases(tissue_map: Path, out: Path, count: int, seed: int, first_id: int = 2,
+                overwrite: bool = False) -> list[str]:
     """Write ``count`` synthetic cases in the ABCs layout (``NNN/NNN_{ct,t1,t2}.mha`` + label).
 
     Case ``first_id + n`` uses the generator seeded with ``(seed, n)``, so any case can be redrawn
-    alone and adding cases never changes the earlier ones.
+    alone and adding cases never changes the earlier ones. Existing case folders are refused
+    unless ``overwrite``.
     """
-    source = sitk.ReadImage(str(tissue_map), sitk.sitkUInt8)
+    source = read_tissue_map(tissue_map)
+    cases = [f"{first_id + n:03d}" for n in range(count)]
+    taken = [c for c in cases if (out / c).exists()]
+    if taken and not overwrite:
+        raise ValueError(f"{out / taken[0]} exists: choose another --first-id or output folder")
     written = []
-    for n in range(count):
-        case = f"{first_id + n:03d}"
+    for n, case in enumerate(cases):
         images, label = synthesize(source, np.random.default_rng([seed, n]))
         folder = out / case
         folder.mkdir(parents=True, exist_ok=True)

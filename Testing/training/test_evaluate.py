@@ -93,3 +93,20 @@ def test_evaluate_equals_scoring_the_segment_command_outputs(prepared, tmp_path)
         for metric in ("dice", "assd", "hd95", "surface_dice", "outcome"):
             assert ours[key][metric] == theirs[key][metric], (key, metric)
     assert any(float(r["dice"]) > 0.05 for r in ours.values())  # a real comparison, not of two empty maps
+
+
+def test_scoring_only_the_labelled_structures():
+    """A label map of the ventricles alone: the others are not scored as false structures."""
+    import pytest
+    from brainbarriers_training.evaluate import evaluate_labels
+
+    gt = np.zeros((20, 20, 20), np.int16)
+    gt[5:10, 5:10, 5:10] = 5
+    pred = gt.copy()
+    pred[12:15, 12:15, 12:15] = 1  # a cerebellum the label map says nothing about
+    everything = evaluate_labels(pred, gt, (1.0, 1.0, 1.0), "c")
+    assert {r["structure"]: r["outcome"] for r in everything}["cerebellum"] == "false structure"
+    rows = evaluate_labels(pred, gt, (1.0, 1.0, 1.0), "c", structures=["ventricles"])
+    assert [r["structure"] for r in rows] == ["ventricles"] and rows[0]["dice"] == 1.0
+    with pytest.raises(ValueError, match="unknown structure 'ventricle'"):
+        evaluate_labels(pred, gt, (1.0, 1.0, 1.0), "c", structures=["ventricle"])

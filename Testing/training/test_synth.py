@@ -144,3 +144,32 @@ def test_speed_benchmark_prints_seconds_per_sample(capsys):
     assert bench.main(["--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "grid (151, 181, 151)" in out and "seconds per sample: mean" in out
+
+
+def test_synth_command_writes_cases_and_refuses_to_overwrite(tmp_path, capsys):
+    from brainbarriers_training.cli import main
+
+    path = tmp_path / "tissue.nrrd"
+    sitk.WriteImage(block_map(), str(path))
+    out = tmp_path / "data"
+    assert main(["synth", "--tissue", str(path), "--out", str(out), "--count", "1", "--first-id", "7"]) == 0
+    assert "wrote 1 synthetic cases" in capsys.readouterr().out
+    before = (out / "007/007_ct.mha").read_bytes()
+    assert main(["synth", "--tissue", str(path), "--out", str(out), "--count", "1", "--first-id", "7",
+                 "--seed", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "007 exists" in err
+    assert (out / "007/007_ct.mha").read_bytes() == before  # nothing the user had is replaced
+
+
+def test_synth_command_refuses_a_map_with_unknown_classes(tmp_path, capsys):
+    from brainbarriers_training.cli import main
+
+    bad = sitk.GetArrayFromImage(block_map())
+    bad[0, 0, 0] = len(synth.TISSUES)
+    path = tmp_path / "bad.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(bad), str(path))
+    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tissue values must lie in 0..13" in err
+    assert not (tmp_path / "o").exists()
