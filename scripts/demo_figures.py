@@ -2,7 +2,10 @@
 
 Usage: python scripts/demo_figures.py LABELS.nrrd|mha OUT.png [--image Resources/SampleData/sample_t1.nrrd]
        [--slices k,j,i ...] [--title TEXT]
+       python scripts/demo_figures.py --synthetic DATA OUT.png --cases 002 003 004
 Each --slices gives one row: axial slice k, coronal slice j, sagittal slice i (array indices).
+``--synthetic`` draws one row per case of an ABCs-layout folder: CT, T1 and T2 (mid-axial), the
+T1 mid-sagittal, and the labels over the T1 (mid-axial).
 Colours come from brainbarriers.structures.OUTPUT_LABELS.
 """
 
@@ -29,14 +32,39 @@ def overlay(ax, image: np.ndarray, labels: np.ndarray, window: tuple[float, floa
     ax.axis("off")
 
 
+def synthetic_rows(data: str, cases: list[str], output: str) -> None:
+    fig, axes = plt.subplots(len(cases), 5, figsize=(12.5, 2.7 * len(cases)), squeeze=False)
+    for r, case in enumerate(cases):
+        arrays = {key: sitk.GetArrayFromImage(sitk.ReadImage(f"{data}/{case}/{case}_{key}.mha")).astype(np.float32)
+                  for key in ("ct", "t1", "t2", "labelmap_task1")}
+        k, _, i = (s // 2 for s in arrays["t1"].shape)
+        for c, key in enumerate(("ct", "t1", "t2")):
+            window = (-100, 200) if key == "ct" else (0, 255)
+            axes[r, c].imshow(arrays[key][k][::-1], cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
+            axes[r, c].set_title(f"{case} {key.upper()}", fontsize=9)
+            axes[r, c].axis("off")
+        axes[r, 3].imshow(arrays["t1"][:, :, i], cmap="gray", vmin=0, vmax=255, origin="lower")
+        axes[r, 3].set_title(f"{case} T1 sagittal", fontsize=9)
+        axes[r, 3].axis("off")
+        overlay(axes[r, 4], arrays["t1"][k][::-1], arrays["labelmap_task1"][k][::-1].astype(int), (0, 255))
+        axes[r, 4].set_title(f"{case} labels", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output, dpi=70)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("labels")
-    p.add_argument("output")
+    p.add_argument("labels", nargs="?")
+    p.add_argument("output", nargs="?")
+    p.add_argument("--synthetic", default=None, metavar="DATA")
+    p.add_argument("--cases", nargs="+", default=["002", "003", "004"])
     p.add_argument("--image", default="Resources/SampleData/sample_t1.nrrd")
     p.add_argument("--slices", nargs="+", default=None)
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
+    if args.synthetic:
+        synthetic_rows(args.synthetic, args.cases, args.labels)
+        return 0
     image_sitk = sitk.ReadImage(args.image)
     img = sitk.GetArrayFromImage(image_sitk).astype(np.float32)
     lab = sitk.GetArrayFromImage(sitk.ReadImage(args.labels))

@@ -34,8 +34,8 @@ def test_stage_sections_override_train_settings():
     assert coarse["optimizer"]["lr"] == 0.01 and coarse["architecture"] == "coarse-unet"
     assert stage_config(load_config("smoke"), "fine")["patch_size"]["falx"] == [24, 56, 16]
     demo = load_recipe("demo")
-    assert demo.stage("coarse").augmentation.elastic_probability == 0.0
-    assert demo.stage("fine").augmentation.elastic_probability == 0.3
+    assert demo.stage("coarse").augmentation.affine_probability == 0.5
+    assert demo.stage("fine").augmentation.affine_probability == 0.3
 
 
 @pytest.mark.parametrize("text,needle", [
