@@ -1,0 +1,51 @@
+"""Print the demo model's figures on the held-out real heads (Testing/data/heldout), T1 only.
+
+    python scripts/heldout_report.py [--model brainbarriers-demo] [--out /tmp/heldout_report]
+
+Segments each held-out T1 with ``brainbarriers segment`` (the shipped pipeline, --overview) and
+prints the anatomical figures of ``brainbarriers_training.anatomy`` per case: the checks of
+Testing/demo/test_heldout_heads.py. Scores against the independent ventricle labels come from
+``python -m brainbarriers_training evaluate --structures ventricles``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import SimpleITK as sitk
+from brainbarriers_training.anatomy import anatomy_report
+
+HELDOUT = Path(__file__).resolve().parents[1] / "Testing/data/heldout"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="brainbarriers-demo")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
+    args = ap.parse_args(argv)
+    print(f"machine: {platform.processor() or platform.machine()}; model {args.model}; T1 only")
+    rows = {}
+    for folder in sorted(p for p in HELDOUT.iterdir() if p.name.isdigit()):
+        case = folder.name
+        t1 = folder / f"{case}_t1.nii.gz"
+        subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
+                        "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
+                        "--progress", "none"], check=True)
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_labelmap_task1.nii.gz"))) == 5
+        rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),
+                                    truth)
+    keys = list(next(iter(rows.values())))
+    print("| figure | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(f"{r.get(key, float('nan')):.2f}" for r in rows.values()) + " |")
+    print(f"overviews: {args.out}/<case>_overview.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

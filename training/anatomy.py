@@ -1,0 +1,80 @@
+"""Anatomical checks of a segmentation where no independent label exists (heads in MNI pose).
+
+Used for the demo model's held-out real heads (Testing/demo/test_heldout_heads.py asserts on
+these figures; ``scripts/heldout_report.py`` prints them). Coordinates are LPS mm; the head is
+in MNI pose, so the midline is x = 0. ``lateral_ventricles`` is an independent label of the
+lateral ventricles (scripts/build_heldout.py); its roof stands in for the corpus callosum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from brainbarriers.structures import OUTPUT_LABELS
+from scipy import ndimage
+
+LABEL = {lab.key: lab.value for lab in OUTPUT_LABELS}
+MIDLINE_GAP_MM = 3.0  # voxels closer to the midline count for neither side
+VERTEX_ABOVE_ROOF_MM = 10.0  # sinus voxels this far above the ventricles' roof: the vertex part
+
+
+def lps_points(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    """LPS coordinates (mm) of the voxels of ``mask`` (numpy K, J, I order), shape (N, 3)."""
+    ijk = np.argwhere(mask)[:, ::-1].astype(float)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return np.array(image.GetOrigin()) + (ijk * np.array(image.GetSpacing())) @ direction.T
+
+
+def head_extent(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """LPS bounding box of the head: the largest component above the image's Otsu threshold."""
+    head = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.OtsuThreshold(image, 0, 1)), sortByObjectSize=True) == 1
+    points = lps_points(image, sitk.GetArrayFromImage(head).astype(bool))
+    return points.min(axis=0), points.max(axis=0)
+
+
+def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np.ndarray) -> dict[str, float]:
+    """Figures of one segmented head (``labels`` on the grid of ``image`` and of the ventricle mask).
+
+    Fractions are of the head's bounding box: x 0 right .. 1 left, y 0 anterior .. 1 posterior,
+    z 0 inferior .. 1 superior.
+    """
+    array = sitk.GetArrayFromImage(labels)
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+    lo, hi = head_extent(image)
+    size = hi - lo
+    out: dict[str, float] = {}
+
+    cerebellum = array == LABEL["cerebellum"]
+    out["cerebellum_ml"] = cerebellum.sum() * voxel_ml
+    if cerebellum.any():
+        centre = (np.median(lps_points(labels, cerebellum), axis=0) - lo) / size
+        out.update(cerebellum_x=centre[0], cerebellum_y=centre[1], cerebellum_z=centre[2])
+
+    found = lps_points(labels, (array == LABEL["ventricles"]) & lateral_ventricles)[:, 0]
+    truth = lps_points(labels, lateral_ventricles)[:, 0]
+    for side, sign in (("right", -1), ("left", 1)):
+        out[f"{side}_lateral_ventricle_found_ml"] = float((sign * found > MIDLINE_GAP_MM).sum() * voxel_ml)
+        out[f"{side}_lateral_ventricle_label_ml"] = float((sign * truth > MIDLINE_GAP_MM).sum() * voxel_ml)
+
+    falx = lps_points(labels, array == LABEL["falx"])
+    ventricles = lps_points(labels, lateral_ventricles)
+    roof = float(ventricles[:, 2].max())
+    if len(falx):
+        ap = (falx[:, 1] - lo[1]) / size[1]
+        out.update(falx_front=float(np.percentile(ap, 2)), falx_back=float(np.percentile(ap, 98)),
+                   falx_on_midline=float(np.mean(np.abs(falx[:, 0]) <= 6.0)))
+        front, back = np.percentile(ventricles[:, 1], [35, 65])
+        over = falx[(falx[:, 1] >= front) & (falx[:, 1] <= back)]
+        # height of the falx's lower edge over the ventricle bodies above their roof (mm)
+        out["falx_edge_above_roof_mm"] = float(np.percentile(over[:, 2], 5) - roof) if len(over) else float("nan")
+
+    z = lps_points(labels, np.ones(array.shape, bool))[:, 2].reshape(array.shape)
+    vertex = (array == LABEL["sinuses"]) & (z > roof + VERTEX_ABOVE_ROOF_MM)
+    components, count = ndimage.label(vertex, structure=np.ones((3, 3, 3)))
+    out["vertex_sinus_components"] = float(count)
+    if count:
+        sizes = np.bincount(components.ravel())[1:]
+        out["vertex_sinus_largest_fraction"] = float(sizes.max() / vertex.sum())
+        largest = lps_points(labels, components == np.argmax(sizes) + 1)
+        out["vertex_sinus_span"] = float((largest[:, 1].max() - largest[:, 1].min()) / size[1])
+    return out
