@@ -30,13 +30,16 @@ $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure tr
     --set fine.epochs=25 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure cerebellum \
     --set fine.epochs=20 --set fine.iterations_per_epoch=20
-# the thin targets' training loss was still falling steeply when their schedules ended: resumed
-# from their checkpoints with the poly schedule lengthened (chosen on training loss only)
+# the thin targets' training loss was still falling steeply when their schedules ended, and the
+# post-training check (Dice on their own training crops) was low: resumed from their checkpoints
+# with the poly schedule lengthened (chosen on training data only)
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure falx sagittal_sinus \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20 &
 wait $coarse
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure transverse_sinus \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
+$PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure tentorium \
+    --set fine.epochs=45 --set fine.iterations_per_epoch=20
 wait
 rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 
