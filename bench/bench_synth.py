@@ -10,13 +10,13 @@ three channels and the label; writing the files is not counted).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers_training import synth
+from brainbarriers_training.smoke import cpu_name
 
 
 def stand_in_map(size: tuple[int, int, int] = (151, 181, 151), spacing: float = 1.2) -> sitk.Image:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         synth.synthesize(tissue, np.random.default_rng([0, n]))
         times.append(time.perf_counter() - start)
-    print(f"machine: {platform.processor() or platform.machine()}, ITK threads {args.threads}")
+    print(f"machine: {cpu_name()}, ITK threads {args.threads}")
     print(f"grid {tissue.GetSize()} at {tissue.GetSpacing()[0]:.2f} mm; {args.samples} samples")
     print(f"seconds per sample: mean {np.mean(times):.2f}, min {np.min(times):.2f}, max {np.max(times):.2f}")
     return 0

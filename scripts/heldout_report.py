@@ -11,13 +11,13 @@ Testing/demo/test_heldout_heads.py. Scores against the independent ventricle lab
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 from brainbarriers_training.anatomy import anatomy_report
+from brainbarriers_training.smoke import cpu_name
 
 HELDOUT = Path(__file__).resolve().parents[1] / "Testing/data/heldout"
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="brainbarriers-demo")
     ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
     args = ap.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}; model {args.model}; T1 only")
+    print(f"machine: {cpu_name()}; model {args.model}; T1 only")
     rows = {}
     for folder in sorted(p for p in HELDOUT.iterdir() if p.name.isdigit()):
         case = folder.name
