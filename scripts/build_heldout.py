@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from brainbarriers_training.anatomy import lps_points
 from scipy import ndimage
 
 #: LPS mm: MNI (RAS) x, y flipped. The box and centre of the lateral ventricles (see above).
@@ -39,19 +40,10 @@ MIN_ML = 3.0
 SOURCES = {"101": "single_subj_T1.nii", "102": "MNI152NLin6Asym_res-02_T1w.nii.gz"}
 
 
-def world_lps(image: sitk.Image) -> np.ndarray:
-    """LPS coordinates (mm), shape (3, K, J, I)."""
-    shape = image.GetSize()[::-1]
-    ijk = np.indices(shape).reshape(3, -1)[::-1].T.astype(float)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    points = (ijk * np.array(image.GetSpacing())) @ direction.T + np.array(image.GetOrigin())
-    return points.T.reshape((3, *shape))
-
-
 def independent_ventricles(t1: sitk.Image) -> np.ndarray:
     """The lateral-ventricle mask (K, J, I) of a T1 in MNI pose, from its own intensities."""
     array = sitk.GetArrayFromImage(sitk.Cast(t1, sitk.sitkFloat32))
-    x, y, z = world_lps(t1)
+    x, y, z = lps_points(t1, np.ones(array.shape, bool)).T.reshape((3, *array.shape))
     box = np.ones(array.shape, bool)
     for coord, (lo, hi) in zip((x, y, z), BOX_LPS):
         box &= (coord >= lo) & (coord <= hi)

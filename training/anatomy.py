@@ -50,14 +50,14 @@ def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np
         centre = (np.median(lps_points(labels, cerebellum), axis=0) - lo) / size
         out.update(cerebellum_x=centre[0], cerebellum_y=centre[1], cerebellum_z=centre[2])
 
-    found = lps_points(labels, (array == LABEL["ventricles"]) & lateral_ventricles)[:, 0]
-    truth = lps_points(labels, lateral_ventricles)[:, 0]
+    ventricles = lps_points(labels, lateral_ventricles)
+    found = (array == LABEL["ventricles"])[lateral_ventricles]  # same voxel order as the points
     for side, sign in (("right", -1), ("left", 1)):
-        out[f"{side}_lateral_ventricle_found_ml"] = float((sign * found > MIDLINE_GAP_MM).sum() * voxel_ml)
-        out[f"{side}_lateral_ventricle_label_ml"] = float((sign * truth > MIDLINE_GAP_MM).sum() * voxel_ml)
+        on_side = sign * ventricles[:, 0] > MIDLINE_GAP_MM
+        out[f"{side}_lateral_ventricle_found_ml"] = float((on_side & found).sum() * voxel_ml)
+        out[f"{side}_lateral_ventricle_label_ml"] = float(on_side.sum() * voxel_ml)
 
     falx = lps_points(labels, array == LABEL["falx"])
-    ventricles = lps_points(labels, lateral_ventricles)
     roof = float(ventricles[:, 2].max())
     if len(falx):
         ap = (falx[:, 1] - lo[1]) / size[1]
@@ -68,8 +68,8 @@ def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np
         # height of the falx's lower edge over the ventricle bodies above their roof (mm)
         out["falx_edge_above_roof_mm"] = float(np.percentile(over[:, 2], 5) - roof) if len(over) else float("nan")
 
-    z = lps_points(labels, np.ones(array.shape, bool))[:, 2].reshape(array.shape)
-    vertex = (array == LABEL["sinuses"]) & (z > roof + VERTEX_ABOVE_ROOF_MM)
+    vertex = array == LABEL["sinuses"]
+    vertex[vertex] = lps_points(labels, vertex)[:, 2] > roof + VERTEX_ABOVE_ROOF_MM
     components, count = ndimage.label(vertex, structure=np.ones((3, 3, 3)))
     out["vertex_sinus_components"] = float(count)
     if count:
