@@ -25,18 +25,19 @@ expert contours.
 Usage::
 
     python scripts/build_demo_labels.py [--work /work/demo_work] [--data /work/demo_data]
-        [--heldout /work/demo_heldout] [--copies 6] [--seed 0]
+        [--synthetic 64] [--seed 0] [--conceal-thin P]
 
 Needs scripts/build_sample.py to have run (it fetches the sources into --work).
-Writes the ABCs layout: DATA/NNN/NNN_{ct,t1,t2}.mha + NNN_labelmap_task1.mha, case 001 the
-sample itself, 002.. augmented copies (random affine + smooth elastic warp, T1 alternating
-between avg152T1 and avg305T1); HELDOUT/101 the MNI152NLin6Asym T1 (nimare, T1 only) with the
-same labels (held-out evaluation: an image the model never saw).
+Writes WORK/demo_labels.nrrd, the tissue map WORK/demo_tissues.nrrd (training/synth.py classes)
+and the ABCs layout: DATA/NNN/NNN_{ct,t1,t2}.mha + NNN_labelmap_task1.mha, case 001 the sample
+itself, 002.. heads drawn by the generator from the tissue map (``--conceal-thin``: its
+probability of hiding the thin structures; default the generator's).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, default=Path(__file__).resolve().parents[1] / "Resources/SampleData")
     parser.add_argument("--synthetic", type=int, default=48, help="generated cases besides case 001")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conceal-thin", type=float, default=synth.SynthParams.conceal_thin)
     args = parser.parse_args(argv)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
     src = args.work / "sources"
@@ -240,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sample = {k: sitk.ReadImage(str(args.sample / f"sample_{k}.nrrd")) for k in ("ct", "t1", "t2")}
     write_case(args.data, "001", sample, label_image)
+    params = dataclasses.replace(synth.SynthParams(), conceal_thin=args.conceal_thin)
     for case in synth.write_cases(tissue_path, args.data, args.synthetic, args.seed, first_id=2,
-                                  overwrite=True):
+                                  overwrite=True, params=params):
         print("wrote synthetic case", case, flush=True)
     return 0
 

@@ -1,25 +1,39 @@
-"""Build the demo's held-out real heads (Testing/data/heldout): two T1 images the model never saw.
+"""Build the demo's real test heads: T1 images the model never trained on, with independent labels.
 
-* 101: Colin27, a single real subject (SPM's ``canonical/single_subj_T1.nii``, 2 mm, GPL-2).
-* 102: the MNI152NLin6Asym T1 template, an average of 152 real heads (nimare wheel, 2 mm; FSL/MNI
-  terms).
+Two sets, kept apart on purpose:
 
-Neither image, nor anything derived from it, is used in training: the demo is trained on the
-sample head (avg152 T1/T2 + the InVesalius CT) and on heads drawn from a tissue map built from
-SPM's TPM and Neuromorphometrics labels (scripts/build_demo_labels.py).
+* **Development heads** (Testing/data/devheads), looked at while the model was being improved:
+  * 101: Colin27, a single real subject (SPM's ``canonical/single_subj_T1.nii``, 2 mm, GPL-2);
+  * 102: the MNI152NLin6Asym T1 template, an average of 152 real heads (nimare wheel, 2 mm).
+  They were the hold-out of model 0.2.0. Its failures on them (falx and sagittal sinus) led to
+  the generator's concealment of thin structures, so they are no longer a hold-out.
+* **Held-out heads** (Testing/data/heldout), added for model 0.3.0 and looked at once, after it
+  was exported:
+  * 103: the mean T1 head shipped with pydeface (PyPI wheel ``pydeface==2.1.0``, MIT): an
+    average of real heads from another site and population, whole head with face and neck, in
+    its own scanner pose (not MNI), stored at 2 mm in its own orientation;
+  * 104: SPM's avg305T1 (the MNI305 average of 305 heads, 2 mm, GPL-2). Caveat: the same kind
+    of linear average as the training sample's avg152T1, so an easier test than 103.
+
+No image of either set, nor anything derived from it, is used in training: the demo is trained
+on the sample head (avg152 T1/T2 + the InVesalius CT) and on heads drawn from a tissue map built
+from SPM's TPM and Neuromorphometrics labels (scripts/build_demo_labels.py).
 
 **Independent labels.** Only the ventricles can be labelled independently here, and only the
 lateral ventricles with the roof of the third: each label map holds the dark (CSF) component of
 the image's own T1 intensities inside a fixed box around the lateral ventricles (MNI |x| <= 30,
 -75 <= y <= 35, -8 <= z <= 40 mm; lower class of a 3-class Otsu threshold inside the box), the
-one nearest the ventricles' centre (MNI 0, -12, 16). The rule was fixed before the demo model
-was trained and is not tuned on its predictions. It uses no training label. There is no
-independent label of the cerebellum, falx, tentorium or sinuses for these heads, so no figure is
-reported for them; the slow test checks them by anatomy (Testing/demo/test_heldout_heads.py).
+one nearest the ventricles' centre (MNI 0, -12, 16). A head not in MNI pose (103) is placed by an
+affine registration to the MNI152NLin6Asym template (mutual information); the registration only
+places the box, the label still comes from the head's own intensities. The rule was fixed before
+the 0.2.0 model was trained and is not tuned on any prediction. It uses no training label. There
+is no independent label of the cerebellum, falx, tentorium or sinuses for these heads, so no
+figure is reported for them; the slow test checks them by anatomy
+(Testing/demo/test_heldout_heads.py).
 
 Usage (after ``scripts/build_sample.py --work WORK`` has fetched the sources)::
 
-    python scripts/build_heldout.py [--work /work/demo_work] [--out Testing/data/heldout]
+    python scripts/build_heldout.py [--work /work/demo_work] [--root Testing/data]
 """
 
 from __future__ import annotations
@@ -37,13 +51,49 @@ from scipy import ndimage
 BOX_LPS = ((-30.0, 30.0), (-35.0, 75.0), (-8.0, 40.0))
 CENTRE_LPS = (0.0, 12.0, 16.0)
 MIN_ML = 3.0
-SOURCES = {"101": "single_subj_T1.nii", "102": "MNI152NLin6Asym_res-02_T1w.nii.gz"}
+MNI_TEMPLATE = "MNI152NLin6Asym_res-02_T1w.nii.gz"
+#: folder under --root: {case: (source file in WORK/sources, placed in MNI pose by registration)}
+SETS = {
+    "devheads": {"101": ("single_subj_T1.nii", False), "102": ("MNI152NLin6Asym_res-02_T1w.nii.gz", False)},
+    "heldout": {"103": ("pydeface_mean_reg2mean.nii.gz", True), "104": ("avg305T1.nii", False)},
+}
+STORED_SPACING_MM = 2.0
 
 
-def independent_ventricles(t1: sitk.Image) -> np.ndarray:
-    """The lateral-ventricle mask (K, J, I) of a T1 in MNI pose, from its own intensities."""
+def register_to_mni(t1: sitk.Image, template: sitk.Image) -> sitk.Transform:
+    """Affine transform mapping template (MNI) points into ``t1``: Mattes mutual information,
+    rigid -> similarity -> affine, from a moments initialisation."""
+    fixed, moving = sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(t1, sitk.sitkFloat32)
+    transform: sitk.Transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
+        if kind is not sitk.Euler3DTransform:
+            nxt = kind() if kind is not sitk.AffineTransform else sitk.AffineTransform(3)
+            nxt.SetCenter(transform.GetCenter())
+            nxt.SetMatrix(transform.GetMatrix())
+            nxt.SetTranslation(transform.GetTranslation())
+            transform = nxt
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(0.2, seed=3)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=300,
+                                                     relaxationFactor=0.6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([4, 2, 1])
+        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+        reg.SetInitialTransform(transform, inPlace=True)
+        reg.Execute(fixed, moving)
+        print(f"  {kind.__name__}: mutual information {reg.GetMetricValue():.4f}", flush=True)
+    return transform
+
+
+def independent_ventricles(t1: sitk.Image, to_image: sitk.Transform | None = None) -> np.ndarray:
+    """The lateral-ventricle mask (K, J, I) of a T1, from its own intensities (``to_image``: the
+    MNI -> t1 affine of a head not in MNI pose)."""
     array = sitk.GetArrayFromImage(sitk.Cast(t1, sitk.sitkFloat32))
-    x, y, z = lps_points(t1, np.ones(array.shape, bool)).T.reshape((3, *array.shape))
+    x, y, z = lps_points(t1, np.ones(array.shape, bool), to_image).T.reshape((3, *array.shape))
     box = np.ones(array.shape, bool)
     for coord, (lo, hi) in zip((x, y, z), BOX_LPS):
         box &= (coord >= lo) & (coord <= hi)
@@ -51,6 +101,9 @@ def independent_ventricles(t1: sitk.Image) -> np.ndarray:
     otsu.SetNumberOfThresholds(2)
     otsu.Execute(sitk.GetImageFromArray(array[box].reshape(1, 1, -1)))
     dark = box & (array < otsu.GetThresholds()[0])
+    # an opening cuts thin CSF bridges (in blurry average heads the interhemispheric fissure and
+    # sulci touch the ventricles); the ventricles, several voxels wide, keep their shape
+    dark = ndimage.binary_opening(dark, ndimage.generate_binary_structure(3, 1))
     labels, count = ndimage.label(dark)
     voxel_ml = float(np.prod(t1.GetSpacing())) / 1000.0
     best, best_distance = 0, np.inf
@@ -66,27 +119,52 @@ def independent_ventricles(t1: sitk.Image) -> np.ndarray:
     return labels == best
 
 
+def stored_t1(source: Path) -> sitk.Image:
+    """The source T1 as stored: 8-bit when it is [0, 1] floats (SPM), at most 2 mm (finer heads are
+    smoothed and resampled in their own orientation, to keep the repository small)."""
+    t1 = sitk.ReadImage(str(source))
+    if t1.GetPixelID() == sitk.sitkFloat32:  # SPM's canonical heads are 8-bit data stored as [0, 1] floats
+        t1 = sitk.Cast(sitk.Round(t1 * 255.0), sitk.sitkUInt8)
+    spacing = np.array(t1.GetSpacing())
+    if spacing.max() < STORED_SPACING_MM - 1e-3:
+        pixel = t1.GetPixelID()
+        sigma = np.sqrt(np.maximum(STORED_SPACING_MM**2 - spacing**2, 0)) * 0.4
+        smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(t1, sitk.sitkFloat32), sigma.tolist())
+        size = np.ceil(np.array(t1.GetSize()) * spacing / STORED_SPACING_MM).astype(int)
+        t1 = sitk.Resample(smooth, size.tolist(), sitk.Transform(), sitk.sitkLinear, t1.GetOrigin(),
+                           [STORED_SPACING_MM] * 3, t1.GetDirection(), 0.0, sitk.sitkFloat32)
+        t1 = sitk.Cast(sitk.Round(sitk.Clamp(t1, lowerBound=0)), pixel)
+    return t1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/work/demo_work"))
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "Testing/data/heldout")
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1] / "Testing/data")
     args = ap.parse_args(argv)
     src = args.work / "sources"
-    for case, name in SOURCES.items():
-        t1 = sitk.ReadImage(str(src / name))
-        if t1.GetPixelID() == sitk.sitkFloat32:  # Colin27 is 8-bit data stored as float in [0, 1]
-            t1 = sitk.Cast(sitk.Round(t1 * 255.0), sitk.sitkUInt8)
-        mask = independent_ventricles(t1)
-        label = sitk.GetImageFromArray(mask.astype(np.uint8) * 5)  # ABCs task-1 value of the ventricles
-        label.CopyInformation(t1)
-        folder = args.out / case
-        folder.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(t1, str(folder / f"{case}_t1.nii.gz"), useCompression=True)
-        sitk.WriteImage(label, str(folder / f"{case}_labelmap_task1.nii.gz"), useCompression=True)
-        print(f"{case}: {name}, independent ventricle label {mask.sum() * np.prod(t1.GetSpacing()) / 1000:.1f} ml")
-    licences = args.out / "LICENSES"
-    licences.mkdir(exist_ok=True)
-    shutil.copy(src / "SPM_LICENCE.txt", licences / "SPM_LICENCE.txt")
+    template = sitk.ReadImage(str(src / MNI_TEMPLATE))
+    for folder_name, cases in SETS.items():
+        out = args.root / folder_name
+        for case, (name, register) in cases.items():
+            t1 = stored_t1(src / name)
+            to_image = register_to_mni(t1, template) if register else None
+            mask = independent_ventricles(t1, to_image)
+            label = sitk.GetImageFromArray(mask.astype(np.uint8) * 5)  # ABCs task-1 value of the ventricles
+            label.CopyInformation(t1)
+            folder = out / case
+            folder.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(t1, str(folder / f"{case}_t1.nii.gz"), useCompression=True)
+            sitk.WriteImage(label, str(folder / f"{case}_labelmap_task1.nii.gz"), useCompression=True)
+            if to_image is not None:  # the anatomical checks need MNI pose (brainbarriers_training.anatomy)
+                sitk.WriteTransform(to_image, str(folder / f"{case}_mni.tfm"))
+            print(f"{folder_name}/{case}: {name}, independent ventricle label "
+                  f"{mask.sum() * np.prod(t1.GetSpacing()) / 1000:.1f} ml")
+        licences = out / "LICENSES"
+        licences.mkdir(exist_ok=True)
+        shutil.copy(src / "SPM_LICENCE.txt", licences / "SPM_LICENCE.txt")
+        if folder_name == "heldout":
+            shutil.copy(src / "PYDEFACE_LICENSE.txt", licences / "PYDEFACE_LICENSE.txt")
     return 0
 
 

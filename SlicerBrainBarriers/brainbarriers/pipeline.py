@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import geometry, quality
+from .anatomy_rules import falx_above_ventricle_roof
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
@@ -47,7 +48,8 @@ class SegmentOptions:
         quality: "fast" or "full" (adds left-right flip test-time augmentation).
         register: rigidly co-register MR inputs to the reference.
         check_alignment: refuse inputs whose head masks do not line up.
-        cleanup: drop small connected components per structure.
+        cleanup: drop small connected components per structure, and falx below the ventricles'
+            roof (``anatomy_rules``).
         precision: "fp32" or "bf16".
         batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
             batching does not add speed but adds memory).
@@ -219,6 +221,14 @@ def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
         mask = labels == v
         out[mask & ~keep_large_components(mask)] = 0
     return out
+
+
+def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int]) -> np.ndarray:
+    """The rules of ``anatomy_rules`` whose structures were all segmented (model-grid labels)."""
+    falx, ventricles = output_label("falx").value, output_label("ventricles").value
+    if falx in values and ventricles in values:
+        labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
+    return labels
 
 
 def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
@@ -461,6 +471,7 @@ class Segmenter:
         """Clean-up (optional) and the labels on the reference's exact grid."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
         if self.options.cleanup:
+            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets])
             labels = cleanup_labels(labels, sorted({t.label for t in self.targets}))
         return labels_to_reference(labels, grid, reference)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,16 @@ def test_cli_models_commands(tmp_path):
     installed.write_bytes(installed.read_bytes()[:-4] + b"\0\0\0\0")
     assert_one_line_error(run_cli("models", "verify", "tiny-cli", env=env), "SHA-256 mismatch")
     shutil.rmtree(src)
+
+
+def test_the_models_index_names_the_version_of_each_shipped_bundle():
+    """`models list` pairs index entries with installed bundles by version: a stale index entry would
+    list the shipped demo model twice, once as not installed."""
+    from brainbarriers.bundles.index import load_index
+
+    models = Path(__file__).resolve().parents[2] / "SlicerBrainBarriers/brainbarriers/models"
+    shipped = [e for e in load_index() if e.get("shipped")]
+    assert shipped
+    for entry in shipped:
+        manifest = json.loads((models / entry["id"] / "manifest.json").read_text())
+        assert manifest["version"] == entry["version"], entry["id"]

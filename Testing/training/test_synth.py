@@ -29,7 +29,8 @@ def block_map() -> sitk.Image:
 PLAIN = synth.SynthParams(rotation_degrees=0, scales=(1, 1), shear=0, translation_mm=0, elastic_max_mm=0,
                           random_contrast=0.0, mr_spread=(0, 0), ct_spread_hu=(0, 0),
                           partial_volume_sigma_mm=(0, 0), resolution_mm=(0.5, 0.5), thick_slice_probability=0,
-                          bias_std=0, mr_noise=(0, 0), ct_noise_hu=(0, 0), log_gamma_std=0)
+                          bias_std=0, mr_noise=(0, 0), ct_noise_hu=(0, 0), log_gamma_std=0, conceal_thin=0.0)
+THIN = [t for t in synth.TISSUES if t.stand_ins]
 
 
 def test_same_seed_same_case_and_other_seeds_differ():
@@ -90,6 +91,56 @@ def test_within_class_spread_noise_and_bias_are_applied():
     image = synth.draw_channel(array, tissue, "t1", np.random.default_rng(0), params)
     inner = image[array == synth.TISSUE_VALUE["white_matter"]]
     assert inner.std() > 0.005
+
+
+def test_the_thin_classes_have_stand_ins_and_nothing_else_has():
+    assert sorted(t.key for t in THIN) == ["falx", "sinus", "tentorium"]
+    for t in THIN:
+        assert all(name in synth.TISSUE_VALUE and not synth.TISSUES[synth.TISSUE_VALUE[name]].stand_ins
+                   for name in t.stand_ins)
+
+
+def test_concealment_is_drawn_per_thin_class_at_its_rate():
+    rng = np.random.default_rng(0)
+    draws = [synth.draw_stand_ins(rng) for _ in range(400)]
+    for t in THIN:
+        concealed = [d[t.value] for d in draws if t.value in d]
+        assert 0.42 < len(concealed) / len(draws) < 0.58, t.key  # default conceal_thin 0.5
+        assert {synth.TISSUES[v].key for v in concealed} == set(t.stand_ins)  # every stand-in is used
+    never = dataclasses.replace(synth.SynthParams(), conceal_thin=0.0)
+    assert synth.draw_stand_ins(rng, never) == {}
+
+
+@pytest.mark.parametrize("channel", ["ct", "t1", "t2"])
+def test_a_concealed_thin_class_looks_exactly_like_its_stand_in(channel):
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    always = dataclasses.replace(PLAIN, conceal_thin=1.0)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        stand_ins = synth.draw_stand_ins(rng, always)
+        assert set(stand_ins) == {t.value for t in THIN}
+        image = synth.draw_channel(array, tissue, channel, rng, PLAIN, stand_ins)
+        for value, stand_in in stand_ins.items():
+            assert np.allclose(image[array == value], image[array == stand_in].mean(), atol=1e-5)
+
+
+def test_concealment_changes_the_thin_classes_only():
+    """Same seed with and without concealment: the same pose, label and other intensities (the
+    concealment draws come from a child generator), and the thin classes look different."""
+    tissue = block_map()
+    plain_images, plain_label = synth.synthesize(tissue, np.random.default_rng([2, 0]), PLAIN)
+    hidden_images, hidden_label = synth.synthesize(tissue, np.random.default_rng([2, 0]),
+                                                   dataclasses.replace(PLAIN, conceal_thin=1.0))
+    assert np.array_equal(sitk.GetArrayFromImage(plain_label), sitk.GetArrayFromImage(hidden_label))
+    array = sitk.GetArrayFromImage(tissue)
+    thin = np.isin(array, [t.value for t in THIN])
+    for key in ("ct", "t1", "t2"):
+        a = sitk.GetArrayFromImage(plain_images[key]).astype(float)
+        b = sitk.GetArrayFromImage(hidden_images[key]).astype(float)
+        if key == "ct":  # MR channels are rescaled to their maximum, which a thin class may hold
+            assert np.array_equal(a[~thin], b[~thin])
+        assert not np.array_equal(a[thin], b[thin])
 
 
 def test_label_and_image_stay_aligned_after_deformation():
@@ -173,3 +224,25 @@ def test_synth_command_refuses_a_map_with_unknown_classes(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "tissue values must lie in 0..13" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_synth_command_sets_the_concealment_and_refuses_a_bad_probability(tmp_path, capsys):
+    from brainbarriers_training.cli import main
+
+    path = tmp_path / "tissue.nrrd"
+    sitk.WriteImage(block_map(), str(path))
+    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "bad"), "--conceal-thin", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--conceal-thin must lie in [0, 1]" in err
+    assert not (tmp_path / "bad").exists()
+    for p in ("0", "1"):
+        assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / p), "--count", "1",
+                     "--conceal-thin", p]) == 0
+    never = dataclasses.replace(synth.SynthParams(), conceal_thin=0.0)
+    synth.write_cases(path, tmp_path / "api", count=1, seed=0, params=never)
+
+    def t2(folder: str) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / "002/002_t2.mha")))
+
+    assert np.array_equal(t2("0"), t2("api"))
+    assert not np.array_equal(t2("0"), t2("1"))

@@ -1,0 +1,40 @@
+"""Anatomical rules applied to the fine labels on the model grid, before the clean-up.
+
+The model grid has the identity direction: numpy axes K (inferior -> superior), J (anterior ->
+posterior) and I (right -> left). The rules encode relations that hold in every adult head and
+that small networks trained on few heads can break on an unfamiliar image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Ventricle voxels within this distance (mm) of the falx's midline: the frontal horns, the bodies
+#: and the third ventricle. The atria and occipital horns lie further out; beside them the falx
+#: rightly runs down to the straight sinus, below their roof.
+NEAR_MIDLINE_MM = 12.0
+
+
+def falx_above_ventricle_roof(labels: np.ndarray, spacing_xyz: tuple[float, float, float], falx: int,
+                              ventricles: int) -> np.ndarray:
+    """``labels`` without the falx voxels that lie at or below the ventricles' roof in their coronal slice.
+
+    The falx's free edge runs above the corpus callosum, which roofs the frontal horns and bodies
+    of the lateral ventricles. So in a coronal slice holding ventricle voxels near the midline, no
+    falx voxel lies at or below the highest of them. A falx predicted there (around the septum and
+    the third ventricle, which can look like the interhemispheric fissure) is dropped. Without a
+    falx or ventricles the labels are returned unchanged.
+    """
+    falx_mask = labels == falx
+    ventricle_mask = labels == ventricles
+    if not falx_mask.any() or not ventricle_mask.any():
+        return labels
+    midline = float(np.median(np.nonzero(falx_mask)[2]))
+    near = np.abs(np.arange(labels.shape[2]) - midline) * spacing_xyz[0] <= NEAR_MIDLINE_MM
+    heights = np.arange(labels.shape[0])[:, None, None]
+    # per coronal slice J: the highest K of a near-midline ventricle voxel (-1: none)
+    roof = np.where(ventricle_mask & near[None, None, :], heights, -1).max(axis=(0, 2))
+    below = falx_mask & (heights <= roof[None, :, None])
+    out = labels.copy()
+    out[below] = 0
+    return out
