@@ -8,6 +8,13 @@ that small networks trained on few heads can break on an unfamiliar image.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
+from .geometry import foreground_mask
+
+#: Every structure lies inside the skull, within this distance (mm) of tissue that images bright
+#: on some input (brain, scalp): the skull between them is at most about 10 mm thick.
+HEAD_MARGIN_MM = 10.0
 
 #: Ventricle voxels within this distance (mm) of the falx's midline: the frontal horns, the bodies
 #: and the third ventricle. The atria and occipital horns lie further out; beside them the falx
@@ -37,4 +44,25 @@ def falx_above_ventricle_roof(labels: np.ndarray, spacing_xyz: tuple[float, floa
     below = falx_mask & (heights <= roof[None, :, None])
     out = labels.copy()
     out[below] = 0
+    return out
+
+
+def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tuple[float, float, float],
+                      margin_mm: float = HEAD_MARGIN_MM) -> np.ndarray:
+    """``labels`` without the voxels farther than ``margin_mm`` from the head.
+
+    The head is the union of the inputs' foreground masks (``geometry.foreground_mask``, Otsu on each
+    non-empty channel of (C, K, J, I) ``channels``). Dark parts inside it (skull and CSF on MR) are
+    covered by the margin. The fine networks can fire in the air at the corners of a crop; no
+    structure lies there. Without any foreground the labels are returned unchanged.
+    """
+    head = np.zeros(labels.shape, bool)
+    for channel in channels:
+        if channel.any():  # a missing input is an all-zero channel
+            head |= foreground_mask(channel)
+    if not head.any():
+        return labels
+    distance = ndimage.distance_transform_edt(~head, sampling=tuple(reversed(spacing_xyz)))
+    out = labels.copy()
+    out[distance > margin_mm] = 0
     return out

@@ -38,7 +38,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--challenge-format", action="store_true", help="also write <case>_task1.mha (uncompressed UCHAR)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (per-voxel entropy of the structure probabilities, bits)")
-    p.add_argument("--no-cleanup", action="store_true", help="keep every connected component and skip the anatomical rules (falx above the ventricles)")
+    p.add_argument("--no-cleanup", action="store_true",
+                   help="keep every connected component and skip the anatomical rules (nothing outside the head, "
+                        "the falx above the ventricles)")
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")

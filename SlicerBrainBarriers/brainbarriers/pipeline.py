@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import geometry, quality
-from .anatomy_rules import falx_above_ventricle_roof
+from .anatomy_rules import drop_outside_head, falx_above_ventricle_roof
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
@@ -48,8 +48,8 @@ class SegmentOptions:
         quality: "fast" or "full" (adds left-right flip test-time augmentation).
         register: rigidly co-register MR inputs to the reference.
         check_alignment: refuse inputs whose head masks do not line up.
-        cleanup: drop small connected components per structure, and falx below the ventricles'
-            roof (``anatomy_rules``).
+        cleanup: drop small connected components per structure, and apply the anatomical rules
+            (``anatomy_rules``: nothing outside the head, the falx above the ventricles' roof).
         precision: "fp32" or "bf16".
         batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
             batching does not add speed but adds memory).
@@ -223,8 +223,12 @@ def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
     return out
 
 
-def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int]) -> np.ndarray:
-    """The rules of ``anatomy_rules`` whose structures were all segmented (model-grid labels)."""
+def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
+                        channels: np.ndarray | None = None) -> np.ndarray:
+    """The rules of ``anatomy_rules`` (model-grid labels): nothing outside the head (given the
+    normalised ``channels``), and the falx above the ventricles when both were segmented."""
+    if channels is not None:
+        labels = drop_outside_head(labels, channels, grid.GetSpacing())
     falx, ventricles = output_label("falx").value, output_label("ventricles").value
     if falx in values and ventricles in values:
         labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
@@ -467,11 +471,13 @@ class Segmenter:
                 probabilities[t.key] = (whole, probs[t.coarse_index])
         return labels
 
-    def postprocess(self, labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
-        """Clean-up (optional) and the labels on the reference's exact grid."""
+    def postprocess(self, labels: np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                    channels: np.ndarray | None = None) -> sitk.Image:
+        """Clean-up (optional: anatomical rules, small components) and the labels on the reference's
+        exact grid (``channels``: the normalised inputs on ``grid``, for the inside-the-head rule)."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
         if self.options.cleanup:
-            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets])
+            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets], channels)
             labels = cleanup_labels(labels, sorted({t.label for t in self.targets}))
         return labels_to_reference(labels, grid, reference)
 
@@ -499,7 +505,7 @@ class Segmenter:
             labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
         mark = lap("fine", mark)
         grid = prepared.grid
-        out = self.postprocess(labels, grid, images[reference_key])
+        out = self.postprocess(labels, grid, images[reference_key], prepared.channels)
         assessment = quality.assess(
             out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
             quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from brainbarriers.anatomy_rules import NEAR_MIDLINE_MM, falx_above_ventricle_roof
+from brainbarriers.anatomy_rules import (
+    HEAD_MARGIN_MM,
+    NEAR_MIDLINE_MM,
+    drop_outside_head,
+    falx_above_ventricle_roof,
+)
 from brainbarriers.pipeline import apply_anatomy_rules
 
 FALX, VENTRICLES = 2, 5
@@ -60,3 +65,30 @@ def test_the_pipeline_applies_the_rule_only_when_both_structures_are_segmented()
     assert np.array_equal(apply_anatomy_rules(labels, grid, [FALX]), labels)  # falx alone: no roof to use
     both = apply_anatomy_rules(labels, grid, [1, FALX, 3, 4, VENTRICLES])
     assert not (both[8:13, 12:20, 20] == FALX).any()
+
+
+def test_labels_in_the_air_beyond_the_margin_are_dropped_and_dark_parts_of_the_head_kept():
+    """A ball head on a T1-like channel (bright brain and scalp, a dark skull ring between, 2 mm
+    voxels): a label under the skull stays, one 20 mm out in the air goes, a missing input (all-zero
+    channel) changes nothing."""
+    shape = (40, 40, 40)
+    k, j, i = np.indices(shape)
+    radius = np.sqrt((k - 20) ** 2 + (j - 20) ** 2 + (i - 20) ** 2)  # voxels
+    t1 = np.zeros(shape, np.float32)
+    t1[radius <= 12] = 1.0  # brain
+    t1[(radius > 14) & (radius <= 16)] = 0.8  # scalp; the skull (12-14) stays dark
+    channels = np.stack([np.zeros(shape, np.float32), t1])
+    labels = np.zeros(shape, np.uint8)
+    under_skull = (radius > 12) & (radius <= 14) & (k > 30)
+    labels[under_skull] = 3
+    labels[36:39, 2:4, 2:4] = 3  # a corner of the air, > 10 mm from the scalp
+    nearest_corner_mm = (np.linalg.norm(np.array([36, 3, 3]) - 20) - 16) * 2.0  # to the scalp's outside
+    assert nearest_corner_mm > HEAD_MARGIN_MM
+    out = drop_outside_head(labels, channels, SPACING)
+    assert (out[under_skull] == 3).all()
+    assert not out[36:39, 2:4, 2:4].any()
+    assert np.array_equal(drop_outside_head(labels, np.zeros_like(channels), SPACING), labels)
+    grid = sitk.Image(shape[::-1], sitk.sitkUInt8)
+    grid.SetSpacing(SPACING)
+    assert not apply_anatomy_rules(labels, grid, [3], channels)[36:39, 2:4, 2:4].any()
+    assert np.array_equal(apply_anatomy_rules(labels, grid, [3]), labels)  # no channels: no head rule
