@@ -52,9 +52,11 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
     """``labels`` without the voxels farther than ``margin_mm`` from the head.
 
     The head is the union of the inputs' foreground masks (``geometry.foreground_mask``, Otsu on each
-    non-empty channel of (C, K, J, I) ``channels``). Dark parts inside it (skull and CSF on MR) are
-    covered by the margin. The fine networks can fire in the air at the corners of a crop; no
-    structure lies there. Without any foreground the labels are returned unchanged.
+    non-empty channel of (C, K, J, I) ``channels``) with its enclosed holes filled, so that dark
+    regions inside the brain of any size (large ventricles on MR) count as head; the dark skull
+    and CSF at its border are covered by the margin. The fine networks can fire in the air at the
+    corners of a crop; no structure lies there. Without any foreground the labels are returned
+    unchanged.
     """
     head = np.zeros(labels.shape, bool)
     for channel in channels:
@@ -62,6 +64,7 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
             head |= foreground_mask(channel)
     if not head.any():
         return labels
+    head = ndimage.binary_fill_holes(head)
     distance = ndimage.distance_transform_edt(~head, sampling=tuple(reversed(spacing_xyz)))
     out = labels.copy()
     out[distance > margin_mm] = 0

@@ -92,3 +92,17 @@ def test_labels_in_the_air_beyond_the_margin_are_dropped_and_dark_parts_of_the_h
     grid.SetSpacing(SPACING)
     assert not apply_anatomy_rules(labels, grid, [3], channels)[36:39, 2:4, 2:4].any()
     assert np.array_equal(apply_anatomy_rules(labels, grid, [3]), labels)  # no channels: no head rule
+
+
+def test_a_large_dark_ventricle_inside_the_brain_counts_as_head():
+    """Hydrocephalus on MR: ventricles 40 mm across, dark like the air, their centre 20 mm from any
+    bright tissue. Enclosed by the brain, they are head, and their label stays."""
+    shape = (50, 50, 50)
+    k, j, i = np.indices(shape)
+    radius = np.sqrt((k - 25) ** 2 + (j - 25) ** 2 + (i - 25) ** 2)
+    t1 = np.zeros(shape, np.float32)
+    t1[radius <= 20] = 1.0
+    t1[radius <= 10] = 0.0  # the dark ventricles: 20 mm from the brain at their centre
+    labels = np.where(radius <= 10, VENTRICLES, 0).astype(np.uint8)
+    out = drop_outside_head(labels, t1[None], SPACING)
+    assert np.array_equal(out, labels)
