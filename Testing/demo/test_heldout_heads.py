@@ -120,3 +120,43 @@ def test_report_on_a_drawn_head():
     label_image = sitk.GetImageFromArray(labels)
     label_image.CopyInformation(image)
     assert anatomy_report(label_image, image, ventricles)["vertex_sinus_components"] == 2
+
+
+def test_report_of_a_head_in_another_pose_uses_its_mni_affine():
+    """The drawn head moved 30 mm left and turned 20 degrees about its vertical axis, with the affine
+    that maps MNI points into it: the same figures as in MNI pose."""
+    shape = (40, 50, 40)
+    k, j, i = np.indices(shape)
+    head = ((i - 19.5) / 19) ** 2 + ((j - 24.5) / 24) ** 2 + ((k - 19.5) / 19) ** 2 <= 1
+    labels = np.zeros(shape, np.uint8)
+    ventricles = np.zeros(shape, bool)
+    ventricles[18:22, 20:30, 14:18] = ventricles[18:22, 20:30, 22:26] = True
+    labels[ventricles] = 5
+    labels[24:34, 5:45, 19:21] = 2
+    labels[35:37, 8:42, 19:21] = 3
+    labels[5:12, 32:45, 10:30] = 1
+
+    def images(origin, direction):
+        out = []
+        for array in (head.astype(np.float32) * 100, labels):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing((2.0, 2.0, 2.0))
+            image.SetOrigin(origin)
+            image.SetDirection(direction)
+            out.append(image)
+        return out
+
+    image, label_image = images((-39.0, -49.0, -39.0), np.eye(3).ravel().tolist())
+    in_mni = anatomy_report(label_image, image, ventricles)
+    to_image = sitk.AffineTransform(3)
+    to_image.SetMatrix(sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, np.deg2rad(20)).GetMatrix())
+    to_image.SetTranslation((30.0, 0.0, 0.0))
+    origin = to_image.TransformPoint((-39.0, -49.0, -39.0))
+    direction = np.array(to_image.GetMatrix()).reshape(3, 3)
+    moved_image, moved_labels = images(origin, direction.ravel().tolist())
+    moved = anatomy_report(moved_labels, moved_image, ventricles, to_image)
+    assert moved.keys() == in_mni.keys()
+    for key, value in in_mni.items():
+        assert moved[key] == pytest.approx(value, abs=1e-6), key
+    unmapped = anatomy_report(moved_labels, moved_image, ventricles)
+    assert unmapped["falx_on_midline"] < 0.5  # without the affine the falx is far off x = 0
