@@ -44,8 +44,24 @@ def reports(tmp_path_factory) -> dict[str, dict]:
     return found
 
 
+#: Checks demo model 0.3.0 does not meet, measured once on the held-out heads and on the development
+#: heads (docs/demo.md): on 103, a head with its neck in view, the cerebellum runs down into the
+#: neck; the superior sagittal sinus comes out in pieces on every head. Strict: a test fails as
+#: soon as a model meets its check, so the mark must then go.
+OPEN = {
+    "cerebellum": {"103"},
+    "sagittal_sinus": {"101", "102", "103", "104"},
+}
+
+
+def cases_for(check: str) -> list:
+    return [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="demo model 0.3.0 does not meet this "
+                                                                            "here yet (issue 16)"))
+            if case in OPEN.get(check, ()) else case for case in CASES]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", cases_for("cerebellum"))
 def test_cerebellum_is_found_below_and_behind(reports, case):
     r = reports[case]
     assert 60 <= r["cerebellum_ml"] <= 260, r
@@ -61,12 +77,6 @@ def test_both_lateral_ventricles_are_found(reports, case):
         assert found >= 2.0 and found > 0.5 * label, (side, r)  # more than half of each side's label
 
 
-#: Not met by demo model 0.2.0 (measured once on the hold-out, docs/demo.md): a piece of falx
-#: below the corpus callosum, and the superior sagittal sinus in pieces. Strict: the test fails
-#: as soon as a model meets them, so the mark must then go.
-OPEN = pytest.mark.xfail(strict=True, reason="demo model 0.2.0 does not meet this yet (issue 16)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_falx_runs_from_frontal_to_occipital_pole_on_the_midline(reports, case):
@@ -76,7 +86,6 @@ def test_falx_runs_from_frontal_to_occipital_pole_on_the_midline(reports, case):
 
 
 @pytest.mark.slow
-@OPEN
 @pytest.mark.parametrize("case", CASES)
 def test_falx_stays_above_the_corpus_callosum(reports, case):
     # over the ventricle bodies, the falx's lower edge stays above their roof
@@ -84,8 +93,7 @@ def test_falx_stays_above_the_corpus_callosum(reports, case):
 
 
 @pytest.mark.slow
-@OPEN
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", cases_for("sagittal_sinus"))
 def test_superior_sagittal_sinus_is_one_structure_along_the_vertex(reports, case):
     r = reports[case]
     assert r["vertex_sinus_components"] >= 1, r

@@ -41,6 +41,17 @@ def test_round_trip_loads_the_same_weights(tmp_path):
     assert falx.inter_slice_axis == 2
 
 
+def test_the_same_weights_give_the_same_bytes(tmp_path):
+    """Rebuilding a bundle from the same weights must reproduce its SHA-256s (release hashes), so the
+    weight files may not depend on the order of an unordered map (safetensors' metadata)."""
+    hashes = []
+    for run in range(6):  # unordered metadata would match six times running with odds 1 in 32
+        folder = write_tiny_bundle(tmp_path / f"b{run}", structures=["cerebellum", "falx"])
+        manifest = json.loads((folder / "manifest.json").read_text())
+        hashes.append({f["path"]: f["sha256"] for f in manifest["files"]})
+    assert all(h == hashes[0] for h in hashes)
+
+
 def test_schema_rejects_bad_manifests(tmp_path):
     good = tiny_manifest()
     good["files"] = []

@@ -173,7 +173,9 @@ def write_bundle(
     names: list[str] = []
     for name, state in state_dicts.items():
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        save_file(tensors, str(directory / name), metadata={"format": "pt", "model": manifest["id"]})
+        # one metadata entry only: safetensors writes its metadata map in no fixed order, so two
+        # entries would give different bytes (and SHA-256) for the same weights from run to run
+        save_file(tensors, str(directory / name), metadata={"format": "pt"})
         names.append(name)
     for name, source in (extra_files or {}).items():
         if Path(source).resolve() != (directory / name).resolve():
