@@ -8,7 +8,7 @@ that small networks trained on few heads can break on an unfamiliar image.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+import SimpleITK as sitk
 
 from .geometry import foreground_mask
 
@@ -64,8 +64,13 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
             head |= foreground_mask(channel)
     if not head.any():
         return labels
-    head = ndimage.binary_fill_holes(head)
-    distance = ndimage.distance_transform_edt(~head, sampling=tuple(reversed(spacing_xyz)))
+    # SimpleITK, not scipy: the core package runs in Slicer and from its wheel without scipy
+    image = sitk.GetImageFromArray(head.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing_xyz))
+    filled = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
+    # signed distance to the head's surface in mm, positive outside it
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        filled, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
     out = labels.copy()
     out[distance > margin_mm] = 0
     return out

@@ -106,3 +106,24 @@ def test_a_large_dark_ventricle_inside_the_brain_counts_as_head():
     labels = np.where(radius <= 10, VENTRICLES, 0).astype(np.uint8)
     out = drop_outside_head(labels, t1[None], SPACING)
     assert np.array_equal(out, labels)
+
+
+def test_the_rules_run_without_scipy():
+    """The core package runs in Slicer and from its wheel, neither of which brings scipy: the rules
+    (and the pipeline module that applies them) must not need it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"  # any import of scipy now fails
+        "import numpy as np, SimpleITK as sitk\n"
+        "from brainbarriers.pipeline import apply_anatomy_rules\n"
+        "labels = np.zeros((20, 20, 20), np.uint8); labels[8:12, 8:12, 8:12] = 5; labels[0, 0, 0] = 2\n"
+        "channels = np.zeros((1, 20, 20, 20), np.float32); channels[0, 5:15, 5:15, 5:15] = 1\n"
+        "grid = sitk.Image(20, 20, 20, sitk.sitkUInt8); grid.SetSpacing((2.0, 2.0, 2.0))\n"
+        "out = apply_anatomy_rules(labels, grid, [2, 5], channels)\n"
+        "assert out[0, 0, 0] == 0 and (out[8:12, 8:12, 8:12] == 5).all()\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
