@@ -50,11 +50,12 @@ rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 $PY scripts/demo_calibrate_coarse.py "$WORK/run" "$WORK/cache"
 
 # 4. export the bundle from the recipe saved in the run (manifest + safetensors + SHA-256, model
-#    card and licence beside them); the model card and licence texts are kept in the bundle folder
+#    card and licence beside them; the training labels' volume ranges for the quality flags); the
+#    model card and licence texts are kept in the bundle folder
 cp "$BUNDLE/MODEL_CARD.md" "$BUNDLE/LICENSE" "$WORK/"
 rm -rf "$BUNDLE.new"
 $PY -m brainbarriers_training export --workdir "$WORK/run" --out "$BUNDLE.new" \
-    --model-card "$WORK/MODEL_CARD.md" --licence-file "$WORK/LICENSE"
+    --model-card "$WORK/MODEL_CARD.md" --licence-file "$WORK/LICENSE" --cache "$WORK/cache_v3"
 rm -rf "$BUNDLE" && mv "$BUNDLE.new" "$BUNDLE"
 
 # 5. the honest hold-out: real T1 heads never used in training or for any choice; only the
