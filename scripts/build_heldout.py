@@ -40,12 +40,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers_training.anatomy import lps_points
 from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_sample  # noqa: E402
 
 #: LPS mm: MNI (RAS) x, y flipped. The box and centre of the lateral ventricles (see above).
 BOX_LPS = ((-30.0, 30.0), (-35.0, 75.0), (-8.0, 40.0))
@@ -68,11 +72,7 @@ def register_to_mni(t1: sitk.Image, template: sitk.Image) -> sitk.Transform:
         fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
     for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
         if kind is not sitk.Euler3DTransform:
-            nxt = kind() if kind is not sitk.AffineTransform else sitk.AffineTransform(3)
-            nxt.SetCenter(transform.GetCenter())
-            nxt.SetMatrix(transform.GetMatrix())
-            nxt.SetTranslation(transform.GetTranslation())
-            transform = nxt
+            transform = build_sample._promote(transform, kind)
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(32)
         reg.SetMetricSamplingStrategy(reg.RANDOM)

@@ -10,6 +10,8 @@ midline is x = 0; a head in another pose comes with the affine that maps MNI poi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers.structures import OUTPUT_LABELS
@@ -91,9 +93,7 @@ def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np
     return out
 
 
-def read_mni_transform(folder, case: str) -> sitk.Transform | None:
+def read_mni_transform(folder: Path, case: str) -> sitk.Transform | None:
     """The case's MNI -> image affine (``<case>_mni.tfm``), or None for a head in MNI pose."""
-    from pathlib import Path
-
     path = Path(folder) / f"{case}_mni.tfm"
     return sitk.ReadTransform(str(path)) if path.exists() else None

@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .geometry import foreground_mask
+from .structures import output_label
 
 #: Every structure lies inside the skull, within this distance (mm) of tissue that images bright
 #: on some input (brain, scalp): the skull between them is at most about 10 mm thick.
@@ -74,3 +75,15 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
     out = labels.copy()
     out[distance > margin_mm] = 0
     return out
+
+
+def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
+                        channels: np.ndarray | None = None) -> np.ndarray:
+    """The rules above on model-grid labels: nothing outside the head (given the normalised
+    ``channels``), and the falx above the ventricles when both are among the segmented ``values``."""
+    if channels is not None:
+        labels = drop_outside_head(labels, channels, grid.GetSpacing())
+    falx, ventricles = output_label("falx").value, output_label("ventricles").value
+    if falx in values and ventricles in values:
+        labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
+    return labels

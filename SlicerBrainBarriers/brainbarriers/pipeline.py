@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import geometry, quality
-from .anatomy_rules import drop_outside_head, falx_above_ventricle_roof
+from .anatomy_rules import apply_anatomy_rules
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
@@ -221,18 +221,6 @@ def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
         mask = labels == v
         out[mask & ~keep_large_components(mask)] = 0
     return out
-
-
-def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
-                        channels: np.ndarray | None = None) -> np.ndarray:
-    """The rules of ``anatomy_rules`` (model-grid labels): nothing outside the head (given the
-    normalised ``channels``), and the falx above the ventricles when both were segmented."""
-    if channels is not None:
-        labels = drop_outside_head(labels, channels, grid.GetSpacing())
-    falx, ventricles = output_label("falx").value, output_label("ventricles").value
-    if falx in values and ventricles in values:
-        labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
-    return labels
 
 
 def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:

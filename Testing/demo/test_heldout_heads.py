@@ -101,38 +101,10 @@ def test_superior_sagittal_sinus_is_one_structure_along_the_vertex(reports, case
     assert r["vertex_sinus_span"] > 0.4, r  # along the vertex, not a blob
 
 
-def test_report_on_a_drawn_head():
-    """The figures on a hand-made head: a midline falx, one sinus tube, two ventricles."""
-    shape = (40, 50, 40)  # K (z), J (y), I (x), 2 mm, centred on 0
-    k, j, i = np.indices(shape)
-    head = ((i - 19.5) / 19) ** 2 + ((j - 24.5) / 24) ** 2 + ((k - 19.5) / 19) ** 2 <= 1
-    image = sitk.GetImageFromArray(head.astype(np.float32) * 100)
-    image.SetSpacing((2.0, 2.0, 2.0))
-    image.SetOrigin((-39.0, -49.0, -39.0))
-    labels = np.zeros(shape, np.uint8)
-    ventricles = np.zeros(shape, bool)
-    ventricles[18:22, 20:30, 14:18] = ventricles[18:22, 20:30, 22:26] = True
-    labels[ventricles] = 5
-    labels[24:34, 5:45, 19:21] = 2  # falx: midline, front to back, above the roof
-    labels[35:37, 8:42, 19:21] = 3  # one sinus tube along the vertex
-    labels[5:12, 32:45, 10:30] = 1  # cerebellum: low and behind
-    label_image = sitk.GetImageFromArray(labels)
-    label_image.CopyInformation(image)
-    r = anatomy_report(label_image, image, ventricles)
-    assert r["right_lateral_ventricle_found_ml"] == r["left_lateral_ventricle_found_ml"] == 4 * 10 * 4 * 8 / 1000
-    assert r["falx_front"] < 0.15 and r["falx_back"] > 0.85 and r["falx_on_midline"] == 1.0
-    assert r["falx_edge_above_roof_mm"] > 0
-    assert r["vertex_sinus_components"] == 1 and r["vertex_sinus_largest_fraction"] == 1.0
-    assert r["cerebellum_y"] > 0.55 and r["cerebellum_z"] < 0.45
-    labels[35:37, 24:26, 19:21] = 0  # cut the sinus: two components
-    label_image = sitk.GetImageFromArray(labels)
-    label_image.CopyInformation(image)
-    assert anatomy_report(label_image, image, ventricles)["vertex_sinus_components"] == 2
-
-
-def test_report_of_a_head_in_another_pose_uses_its_mni_affine():
-    """The drawn head moved 30 mm left and turned 20 degrees about its vertical axis, with the affine
-    that maps MNI points into it: the same figures as in MNI pose."""
+def drawn_head() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hand-made head (2 mm voxels, K (z), J (y), I (x)): (head intensities, labels, ventricle
+    mask) with a midline falx above the roof, one sinus tube along the vertex, two lateral
+    ventricles and the cerebellum low and behind."""
     shape = (40, 50, 40)
     k, j, i = np.indices(shape)
     head = ((i - 19.5) / 19) ** 2 + ((j - 24.5) / 24) ** 2 + ((k - 19.5) / 19) ** 2 <= 1
@@ -140,28 +112,50 @@ def test_report_of_a_head_in_another_pose_uses_its_mni_affine():
     ventricles = np.zeros(shape, bool)
     ventricles[18:22, 20:30, 14:18] = ventricles[18:22, 20:30, 22:26] = True
     labels[ventricles] = 5
-    labels[24:34, 5:45, 19:21] = 2
-    labels[35:37, 8:42, 19:21] = 3
-    labels[5:12, 32:45, 10:30] = 1
+    labels[24:34, 5:45, 19:21] = 2  # falx: midline, front to back, above the roof
+    labels[35:37, 8:42, 19:21] = 3  # one sinus tube along the vertex
+    labels[5:12, 32:45, 10:30] = 1  # cerebellum: low and behind
+    return head.astype(np.float32) * 100, labels, ventricles
 
-    def images(origin, direction):
-        out = []
-        for array in (head.astype(np.float32) * 100, labels):
-            image = sitk.GetImageFromArray(array)
-            image.SetSpacing((2.0, 2.0, 2.0))
-            image.SetOrigin(origin)
-            image.SetDirection(direction)
-            out.append(image)
-        return out
 
-    image, label_image = images((-39.0, -49.0, -39.0), np.eye(3).ravel().tolist())
+def as_images(arrays, origin=(-39.0, -49.0, -39.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> list[sitk.Image]:
+    """The arrays as images on one 2 mm grid (centred on 0 by default)."""
+    images = []
+    for array in arrays:
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.0, 2.0, 2.0))
+        image.SetOrigin(tuple(origin))
+        image.SetDirection(tuple(float(d) for d in direction))
+        images.append(image)
+    return images
+
+
+def test_report_on_a_drawn_head():
+    """The figures on a hand-made head: a midline falx, one sinus tube, two ventricles."""
+    head, labels, ventricles = drawn_head()
+    image, label_image = as_images([head, labels])
+    r = anatomy_report(label_image, image, ventricles)
+    assert r["right_lateral_ventricle_found_ml"] == r["left_lateral_ventricle_found_ml"] == 4 * 10 * 4 * 8 / 1000
+    assert r["falx_front"] < 0.15 and r["falx_back"] > 0.85 and r["falx_on_midline"] == 1.0
+    assert r["falx_edge_above_roof_mm"] > 0
+    assert r["vertex_sinus_components"] == 1 and r["vertex_sinus_largest_fraction"] == 1.0
+    assert r["cerebellum_y"] > 0.55 and r["cerebellum_z"] < 0.45
+    labels[35:37, 24:26, 19:21] = 0  # cut the sinus: two components
+    _, label_image = as_images([head, labels])
+    assert anatomy_report(label_image, image, ventricles)["vertex_sinus_components"] == 2
+
+
+def test_report_of_a_head_in_another_pose_uses_its_mni_affine():
+    """The drawn head moved 30 mm left and turned 20 degrees about its vertical axis, with the affine
+    that maps MNI points into it: the same figures as in MNI pose."""
+    head, labels, ventricles = drawn_head()
+    image, label_image = as_images([head, labels])
     in_mni = anatomy_report(label_image, image, ventricles)
     to_image = sitk.AffineTransform(3)
     to_image.SetMatrix(sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, np.deg2rad(20)).GetMatrix())
     to_image.SetTranslation((30.0, 0.0, 0.0))
-    origin = to_image.TransformPoint((-39.0, -49.0, -39.0))
-    direction = np.array(to_image.GetMatrix()).reshape(3, 3)
-    moved_image, moved_labels = images(origin, direction.ravel().tolist())
+    moved_image, moved_labels = as_images([head, labels], to_image.TransformPoint((-39.0, -49.0, -39.0)),
+                                          to_image.GetMatrix())
     moved = anatomy_report(moved_labels, moved_image, ventricles, to_image)
     assert moved.keys() == in_mni.keys()
     for key, value in in_mni.items():

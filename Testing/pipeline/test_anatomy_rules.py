@@ -7,10 +7,10 @@ import SimpleITK as sitk
 from brainbarriers.anatomy_rules import (
     HEAD_MARGIN_MM,
     NEAR_MIDLINE_MM,
+    apply_anatomy_rules,
     drop_outside_head,
     falx_above_ventricle_roof,
 )
-from brainbarriers.pipeline import apply_anatomy_rules
 
 FALX, VENTRICLES = 2, 5
 SPACING = (2.0, 2.0, 2.0)
