@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import foreground_mask
+from .geometry import Box, box_slices, foreground_mask, keep_large_components
 from .structures import output_label
 
 #: Every structure lies inside the skull, within this distance (mm) of tissue that images bright
@@ -21,6 +21,18 @@ HEAD_MARGIN_MM = 10.0
 #: and the third ventricle. The atria and occipital horns lie further out; beside them the falx
 #: rightly runs down to the straight sinus, below their roof.
 NEAR_MIDLINE_MM = 12.0
+
+#: The superior sagittal sinus runs in the falx's attached (upper) margin: voxels up to this far
+#: above the falx's upper edge guide a bridge where the sinus network lost the vessel.
+FALX_MARGIN_BAND_MM = 7.5
+#: A bridge between two pieces of the sagittal sinus may run at most this far (mm) through voxels
+#: supported neither by the network (probability > 0.5) nor by the falx margin; farther pieces are
+#: left apart rather than joined by a guess.
+MAX_UNSUPPORTED_BRIDGE_MM = 15.0
+#: Fast-marching speeds: the network's probability, at least this inside the falx margin band and
+#: this floor elsewhere (low speeds make a path avoid unsupported voxels).
+_BAND_SPEED, _FLOOR_SPEED = 0.3, 0.01
+_NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
 
 
 def falx_above_ventricle_roof(labels: np.ndarray, spacing_xyz: tuple[float, float, float], falx: int,
@@ -77,13 +89,106 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
     return out
 
 
+def falx_margin_band(falx_mask: np.ndarray, spacing_xyz: tuple[float, float, float],
+                     height_mm: float = FALX_MARGIN_BAND_MM) -> np.ndarray:
+    """The voxels up to ``height_mm`` above the falx's upper edge (not falx themselves): where the
+    superior sagittal sinus runs. Axis 0 of the (K, J, I) mask runs inferior -> superior."""
+    edge = falx_mask.copy()
+    edge[:-1] &= ~falx_mask[1:]  # falx voxels whose superior neighbour is not falx
+    band = np.zeros_like(falx_mask)
+    for k in range(1, max(1, round(height_mm / spacing_xyz[2])) + 1):
+        band[k:] |= edge[:-k]
+    return band & ~falx_mask
+
+
+def _descend(arrival: np.ndarray, start: tuple[int, int, int], inside: np.ndarray) -> np.ndarray:
+    """Voxels from ``start`` down the arrival-time field to a voxel of ``inside`` (26-neighbour steps)."""
+    path, here = [start], np.array(start)
+    upper = np.array(arrival.shape) - 1
+    while not inside[tuple(here)]:
+        steps = np.unique(np.clip(here + _NEIGHBOURS, 0, upper), axis=0)
+        nxt = steps[np.argmin(arrival[tuple(steps.T)])]
+        if arrival[tuple(nxt)] >= arrival[tuple(here)]:  # a flat or rising field: no way down
+            break
+        here = nxt
+        path.append(tuple(nxt))
+    return np.array(path)
+
+
+def join_sagittal_sinus(labels: np.ndarray, probability: np.ndarray, box: Box,
+                        spacing_xyz: tuple[float, float, float], sinus: int, falx: int | None = None,
+                        max_unsupported_mm: float = MAX_UNSUPPORTED_BRIDGE_MM) -> np.ndarray:
+    """``labels`` with the pieces of the superior sagittal sinus joined into one vessel.
+
+    The superior sagittal sinus is one continuous channel from the frontal pole to the torcula, but
+    its network can lose it where the image shows it poorly (the vertex of a non-contrast T1) and
+    leave pieces. ``probability`` is the sagittal-sinus network's foreground probability over its
+    crop ``box`` (model-grid index box). Starting from the largest piece, the nearest other piece is
+    reached by fast marching (speed: the probability, raised in the band above the falx's upper
+    edge where the sinus runs, ``falx_margin_band``) and the path down the arrival times becomes
+    sinus, one voxel thicker on each side where nothing else is labelled. A path that would run
+    more than ``max_unsupported_mm`` through voxels supported neither by the network nor by the
+    falx margin is not drawn and that piece stays apart. Pieces are the network's own voxels
+    (probability > 0.5, labelled ``sinus``), small specks (``keep_large_components``) left out.
+    Last, a closing (one voxel) of the sinus in the crop merges tracks one voxel apart.
+    """
+    region = box_slices(box)
+    crop = labels[region]
+    pieces = keep_large_components((crop == sinus) & (probability > 0.5))
+    components = sitk.GetArrayFromImage(sitk.RelabelComponent(
+        sitk.ConnectedComponent(sitk.GetImageFromArray(pieces.astype(np.uint8)), True)))
+    if components.max() < 1:
+        return labels
+    band = (falx_margin_band(crop == falx, spacing_xyz) if falx is not None
+            else np.zeros(crop.shape, bool))
+    supported = (probability > 0.5) | band
+    speed = sitk.GetImageFromArray(np.maximum(probability, np.where(band, _BAND_SPEED, _FLOOR_SPEED)).astype(np.float32))
+    speed.SetSpacing(tuple(float(v) for v in spacing_xyz))
+    joined = components == 1
+    apart = np.zeros(crop.shape, bool)  # pieces too far to join
+    bridge = np.zeros(crop.shape, bool)
+    step_mm = float(np.mean(spacing_xyz))
+    while True:
+        waiting = (components > 0) & ~joined & ~apart
+        if not waiting.any():
+            break
+        marching = sitk.FastMarchingImageFilter()
+        marching.SetTrialPoints([tuple(int(v) for v in index[::-1]) for index in np.argwhere(joined)])
+        arrival = sitk.GetArrayFromImage(marching.Execute(speed))
+        nearest = np.unravel_index(np.argmin(np.where(waiting, arrival, np.inf)), arrival.shape)
+        piece = components == components[nearest]
+        path = _descend(arrival, tuple(int(v) for v in nearest), joined)
+        if not joined[tuple(path[-1])] or (~supported[tuple(path.T)]).sum() * step_mm > max_unsupported_mm:
+            apart |= piece
+            continue
+        joined |= piece
+        joined[tuple(path.T)] = True
+        bridge[tuple(path.T)] = True
+    out = labels.copy()
+    target = out[region]
+    thick = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(bridge.astype(np.uint8)), (1, 1, 1))) > 0
+    target[bridge] = sinus
+    target[thick & (target == 0)] = sinus
+    # a closing merges tracks one voxel apart (the vessel segmented twice side by side)
+    closed = sitk.GetArrayFromImage(sitk.BinaryMorphologicalClosing(
+        sitk.GetImageFromArray((target == sinus).astype(np.uint8)), (1, 1, 1))) > 0
+    target[closed & (target == 0)] = sinus
+    return out
+
+
 def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
-                        channels: np.ndarray | None = None) -> np.ndarray:
+                        channels: np.ndarray | None = None,
+                        sagittal_sinus: tuple[Box, np.ndarray] | None = None) -> np.ndarray:
     """The rules above on model-grid labels: nothing outside the head (given the normalised
-    ``channels``), and the falx above the ventricles when both are among the segmented ``values``."""
+    ``channels``), the falx above the ventricles when both are among the segmented ``values``, and
+    the superior sagittal sinus in one piece (given the sagittal-sinus network's box and probability)."""
     if channels is not None:
         labels = drop_outside_head(labels, channels, grid.GetSpacing())
     falx, ventricles = output_label("falx").value, output_label("ventricles").value
     if falx in values and ventricles in values:
         labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
+    if sagittal_sinus is not None:
+        box, probability = sagittal_sinus
+        labels = join_sagittal_sinus(labels, probability, box, grid.GetSpacing(),
+                                     output_label("sinuses").value, falx if falx in values else None)
     return labels

@@ -148,6 +148,23 @@ def box_world(box: Box, grid: sitk.Image) -> dict:
 # --- alignment -------------------------------------------------------------------------------------
 
 
+#: Components smaller than this fraction of a structure's largest are dropped (boxes and clean-up).
+#: Low on purpose: the 4th ventricle is a few percent of the lateral ventricles' volume.
+MIN_COMPONENT_FRACTION = 0.02
+
+def keep_large_components(mask: np.ndarray, min_fraction: float = MIN_COMPONENT_FRACTION,
+                          min_voxels: int = 8) -> np.ndarray:
+    """Keep connected components (26-connected) at least ``min_fraction`` of the largest and at least
+    ``min_voxels`` (when the largest is itself smaller than ``min_voxels``, only the largest is kept)."""
+    if not mask.any():
+        return mask
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
+    labels = sitk.GetArrayFromImage(cc)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else sizes[0], min_fraction * sizes[0])) + 1
+    return np.isin(labels, keep)
+
+
 def foreground_mask(array: np.ndarray, modality: str = "") -> np.ndarray:
     """Head/foreground mask: CT above -500 HU (air excluded, tissue and bone kept), else Otsu's threshold."""
     if modality == "ct":

@@ -22,6 +22,7 @@ from .anatomy_rules import apply_anatomy_rules
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
+from .geometry import keep_large_components
 from .preprocessing import array_axis, stack_channels
 from .structures import MODALITIES, FineTarget, fine_target, output_label, targets_for_labels
 
@@ -143,28 +144,12 @@ def check_alignment(
     return stats
 
 
-#: Components smaller than this fraction of a structure's largest are dropped (boxes and clean-up).
-#: Low on purpose: the 4th ventricle is a few percent of the lateral ventricles' volume.
-MIN_COMPONENT_FRACTION = 0.02
 #: A coarse argmax region below this many voxels is too small to trust as a box.
 MIN_COARSE_VOXELS = 8
 #: Fallback: a target's own coarse probability at or above this marks its region when its argmax
 #: region is (almost) empty. Thin targets lying against a plump one (the transverse sinus on the
 #: tentorium) keep a clear probability of their own but lose the argmax at low resolution.
 FALLBACK_PROBABILITY = 0.2
-
-
-def keep_large_components(mask: np.ndarray, min_fraction: float = MIN_COMPONENT_FRACTION,
-                          min_voxels: int = 8) -> np.ndarray:
-    """Keep connected components (26-connected) at least ``min_fraction`` of the largest and at least
-    ``min_voxels`` (when the largest is itself smaller than ``min_voxels``, only the largest is kept)."""
-    if not mask.any():
-        return mask
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
-    labels = sitk.GetArrayFromImage(cc)
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else sizes[0], min_fraction * sizes[0])) + 1
-    return np.isin(labels, keep)
 
 
 def coarse_region(probabilities: np.ndarray, index: int) -> tuple[np.ndarray, str]:
@@ -460,14 +445,22 @@ class Segmenter:
         return labels
 
     def postprocess(self, labels: np.ndarray, grid: sitk.Image, reference: sitk.Image,
-                    channels: np.ndarray | None = None) -> sitk.Image:
+                    channels: np.ndarray | None = None, probabilities: dict | None = None) -> sitk.Image:
         """Clean-up (optional: anatomical rules, small components) and the labels on the reference's
-        exact grid (``channels``: the normalised inputs on ``grid``, for the inside-the-head rule)."""
+        exact grid (``channels``: the normalised inputs on ``grid``, for the inside-the-head rule;
+        ``probabilities``: the fine stage's (box, probability) per target, for joining the sagittal sinus)."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
         if self.options.cleanup:
-            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets], channels)
+            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets], channels,
+                                         (probabilities or {}).get("sagittal_sinus"))
             labels = cleanup_labels(labels, sorted({t.label for t in self.targets}))
-        return labels_to_reference(labels, grid, reference)
+        out = labels_to_reference(labels, grid, reference)
+        if self.options.cleanup:  # resampling a thin diagonal run can leave specks on the finer grid
+            cleaned = sitk.GetImageFromArray(cleanup_labels(sitk.GetArrayFromImage(out),
+                                                            sorted({t.label for t in self.targets})))
+            cleaned.CopyInformation(out)
+            out = cleaned
+        return out
 
     def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
         """Segment one case given its input images (keys "ct", "t1", "t2")."""
@@ -493,7 +486,7 @@ class Segmenter:
             labels, fine_notes = self.segment_fine(prepared, boxes, timings, probabilities)
         mark = lap("fine", mark)
         grid = prepared.grid
-        out = self.postprocess(labels, grid, images[reference_key], prepared.channels)
+        out = self.postprocess(labels, grid, images[reference_key], prepared.channels, probabilities)
         assessment = quality.assess(
             out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
             quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers.anatomy_rules import (
+    FALX_MARGIN_BAND_MM,
     HEAD_MARGIN_MM,
+    MAX_UNSUPPORTED_BRIDGE_MM,
     NEAR_MIDLINE_MM,
     apply_anatomy_rules,
     drop_outside_head,
     falx_above_ventricle_roof,
+    join_sagittal_sinus,
 )
 
 FALX, VENTRICLES = 2, 5
@@ -106,6 +109,98 @@ def test_a_large_dark_ventricle_inside_the_brain_counts_as_head():
     labels = np.where(radius <= 10, VENTRICLES, 0).astype(np.uint8)
     out = drop_outside_head(labels, t1[None], SPACING)
     assert np.array_equal(out, labels)
+
+
+SINUS = 3
+
+
+def components(mask: np.ndarray) -> int:
+    """Number of 26-connected components (SimpleITK, as the rules count them)."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    return int(sitk.GetArrayFromImage(sitk.ConnectedComponent(image, True)).max())
+
+
+def arched_sinus(gap: tuple[int, int], with_falx: bool = True):
+    """K (up), J (back), I (left), midline I = 10. The falx a midline sheet whose upper edge arches
+    from K 20 at the poles to K 30 at J 25; the sinus two voxels above that edge, I 9-11, with the
+    network's probability 0.9 on it except over ``gap`` (J range), where it lost the vessel (0)."""
+    labels = np.zeros((40, 51, 21), np.uint8)
+    probability = np.zeros(labels.shape, np.float32)
+    edge = {j: 20 + round(10 * np.sin(np.pi * j / 50)) for j in range(51)}
+    for j, top in edge.items():
+        if with_falx:
+            labels[10:top + 1, j, 10] = FALX
+        if not gap[0] <= j < gap[1]:
+            probability[top + 1:top + 3, j, 9:12] = 0.9
+    labels[(probability > 0.5) & (labels == 0)] = SINUS
+    return labels, probability, edge
+
+
+def test_a_lost_stretch_of_the_sagittal_sinus_is_traced_along_the_falx_margin():
+    """A 36 mm gap at the vertex, where the straight chord between the pieces would cut into the
+    falx: the bridge follows the band above the falx's upper edge, and the sinus is one vessel."""
+    labels, probability, edge = arched_sinus((16, 34))
+    assert components(labels == SINUS) == 2
+    box = ((0, 0, 0), labels.shape)
+    out = join_sagittal_sinus(labels, probability, box, SPACING, SINUS, FALX)
+    assert components(out == SINUS) == 1
+    assert np.array_equal(out == FALX, labels == FALX)  # the falx is not overwritten
+    assert np.array_equal(out[labels == SINUS], labels[labels == SINUS])  # the pieces stay
+    band = round(FALX_MARGIN_BAND_MM / SPACING[0])
+    added = np.argwhere((out == SINUS) & (labels != SINUS))
+    # on the falx's margin: beside its edge at the lowest (the vessel's thickening), never far above it
+    assert len(added) and all(edge[j] - 1 <= k <= edge[j] + band + 1 for k, j, _ in added)
+    assert all(out[edge[j] + 1:edge[j] + band + 1, j, 10].any() for j in range(16, 34))  # every lost slice
+
+
+def test_without_support_only_a_short_gap_is_bridged():
+    """No falx: a gap longer than MAX_UNSUPPORTED_BRIDGE_MM stays open, a shorter one is bridged."""
+    box = ((0, 0, 0), (40, 51, 21))
+    long_gap = (16, 16 + int(MAX_UNSUPPORTED_BRIDGE_MM / SPACING[1]) + 3)
+    labels, probability, _ = arched_sinus(long_gap, with_falx=False)
+    out = join_sagittal_sinus(labels, probability, box, SPACING, SINUS, FALX)
+    assert components(out == SINUS) == 2 and np.array_equal(out, labels)
+    labels, probability, _ = arched_sinus((22, 26), with_falx=False)  # 8 mm
+    assert components(join_sagittal_sinus(labels, probability, box, SPACING, SINUS, FALX) == SINUS) == 1
+
+
+def test_the_join_stays_in_the_networks_box_and_merges_side_by_side_tracks():
+    labels, probability, _ = arched_sinus((16, 34))
+    full = np.zeros((50, 60, 30), np.uint8)
+    full[5:45, 2:53, 4:25] = labels
+    full[0, 0, 0] = full[49, 59, 29] = SINUS  # outside the box: left alone
+    box = ((5, 2, 4), (45, 53, 25))
+    out = join_sagittal_sinus(full, probability, box, SPACING, SINUS, FALX)
+    assert out[0, 0, 0] == out[49, 59, 29] == SINUS
+    assert np.array_equal(out[5:45, 2:53, 4:25], join_sagittal_sinus(labels, probability, ((0, 0, 0), labels.shape),
+                                                                      SPACING, SINUS, FALX))
+    # the vessel segmented twice, one voxel apart: one vessel after the rule
+    tracks = np.zeros((20, 30, 20), np.uint8)
+    tracks[10:12, 2:28, 8] = tracks[10:12, 2:28, 10] = SINUS
+    p = np.where(tracks == SINUS, 0.9, 0.0).astype(np.float32)
+    assert components(tracks == SINUS) == 2
+    assert components(join_sagittal_sinus(tracks, p, ((0, 0, 0), tracks.shape), SPACING, SINUS) == SINUS) == 1
+
+
+def test_the_pipeline_clean_up_drops_specks_left_by_resampling_onto_a_finer_grid(tiny_bundle):
+    """A thin diagonal run on the 2.4 mm model grid falls apart into specks on a 1 mm input grid;
+    the clean-up on the input grid removes them (and --no-cleanup keeps them)."""
+    from brainbarriers.bundles import load_bundle
+    from brainbarriers.pipeline import Segmenter, SegmentOptions
+
+    grid = sitk.Image(30, 30, 30, sitk.sitkUInt8)
+    grid.SetSpacing((2.4, 2.4, 2.4))
+    reference = sitk.Image(72, 72, 72, sitk.sitkInt16)
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[5:15, 5:15, 5:15] = SINUS
+    for n in range(1, 8):
+        labels[14 + n, 14 + n, 14 + n] = SINUS  # touches the block and itself at corners only
+    bundle = load_bundle(tiny_bundle)
+    kept = Segmenter(bundle, "cpu", SegmentOptions(cleanup=False)).postprocess(labels, grid, reference)
+    assert components(sitk.GetArrayFromImage(kept) == SINUS) > 1
+    cleaned = Segmenter(bundle, "cpu", SegmentOptions()).postprocess(labels, grid, reference)
+    assert components(sitk.GetArrayFromImage(cleaned) == SINUS) == 1
+    assert cleaned.GetSize() == reference.GetSize()
 
 
 def test_the_rules_run_without_scipy():
