@@ -7,8 +7,8 @@ Two sets, kept apart on purpose:
   * 102: the MNI152NLin6Asym T1 template, an average of 152 real heads (nimare wheel, 2 mm).
   They were the hold-out of model 0.2.0. Its failures on them (falx and sagittal sinus) led to
   the generator's concealment of thin structures, so they are no longer a hold-out.
-* **Held-out heads** (Testing/data/heldout), added for model 0.3.0 and looked at once, after it
-  was exported:
+* **Held-out heads** (Testing/data/heldout), added for model 0.3.0 and run twice, each time
+  after everything was fixed (the 0.3.0 export; the sinus join rule, set on the development heads):
   * 103: the mean T1 head shipped with pydeface (PyPI wheel ``pydeface==2.1.0``, MIT): an
     average of real heads from another site and population, whole head with face and neck, in
     its own scanner pose (not MNI), stored at 2 mm in its own orientation;
