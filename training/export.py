@@ -138,10 +138,38 @@ def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
     return volume_statistics(volumes)
 
 
+def training_field_of_view(cache: Path, cases: list[str] | None = None) -> dict:
+    """Manifest ``field_of_view``: how far the prepared training images of ``cases`` (default:
+    every prepared case) reach below the top of the head (``quality.extent_below_head_top``)."""
+    import numpy as np
+    from brainbarriers.quality import extent_below_head_top, field_of_view_statistics
+
+    from .prepare import load_index
+
+    index = load_index(cache)
+    extents = []
+    for entry in index["cases"]:
+        if cases and entry["case"] not in cases:
+            continue
+        with np.load(Path(cache) / entry["file"]) as z:
+            extents.append(extent_below_head_top(z["image"], tuple(index["spacing"])))
+    return field_of_view_statistics(extents)
+
+
+def training_statistics(cache: Path, cases: list[str] | None = None) -> dict:
+    """The manifest entries taken from the prepared training data: ``volume_stats`` and ``field_of_view``."""
+    out = {"volume_stats": training_volume_stats(cache, cases)}
+    fov = training_field_of_view(cache, cases)
+    if fov:
+        out["field_of_view"] = fov
+    return out
+
+
 def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
                   cache: Path | None = None, cases: list[str] | None = None) -> Path:
     """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``; with the
-    prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics."""
+    prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics and
+    how far its images reach below the top of the head."""
     from brainbarriers.bundles import write_bundle
 
     workdir = Path(workdir)
@@ -153,7 +181,7 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
             raise FileNotFoundError(f"no trained one-stage network in {workdir / ONE_STAGE}")
         manifest = one_stage_manifest(workdir, recipe)
         if cache is not None:
-            manifest["volume_stats"] = training_volume_stats(cache, cases)
+            manifest.update(training_statistics(cache, cases))
         return write_bundle(out, manifest, {"coarse.safetensors": load_weights(workdir / ONE_STAGE / FINAL)}, extra_files)
     if not (workdir / "coarse" / FINAL).is_file():
         raise FileNotFoundError(f"no trained coarse network in {workdir / 'coarse'}")
@@ -162,7 +190,7 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
         raise FileNotFoundError(f"no trained fine networks in {workdir / 'fine'}")
     manifest = manifest_for_run(workdir, targets)
     if cache is not None:
-        manifest["volume_stats"] = training_volume_stats(cache, cases)
+        manifest.update(training_statistics(cache, cases))
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}
     for key in targets:
         states[f"fine_{key}.safetensors"] = load_weights(workdir / "fine" / key / FINAL)

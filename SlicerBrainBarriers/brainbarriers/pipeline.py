@@ -491,7 +491,9 @@ class Segmenter:
             out, self.targets, probabilities, grid, self.bundle.manifest.get("volume_stats"),
             quality.FlipPass(lambda t, x: self.fine_probability(t, x, grid, flips=()), prepared.channels, LR_AXIS)
             if self.options.quality == "full" and not self.one_stage else None,
-            images[reference_key] if self.options.uncertainty else None)
+            images[reference_key] if self.options.uncertainty else None,
+            field_of_view=(quality.extent_below_head_top(prepared.coarse_channels, prepared.coarse_grid.GetSpacing()),
+                           self.bundle.manifest.get("field_of_view")))
         del prepared
         lap("postprocess", mark)
         timings["total"] = time.perf_counter() - tick

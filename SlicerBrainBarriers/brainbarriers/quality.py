@@ -15,7 +15,11 @@ Kinds (``KINDS``):
   with ``--quality full`` because it costs two more forwards per structure;
 * ``components``: more separate pieces than the structure table's ``components`` column expects;
 * ``border``: the structure's box from the coarse stage reaches the image border and the structure
-  itself touches it there, so the field of view may cut it off.
+  itself touches it there, so the field of view may cut it off;
+* ``field_of_view``: the image reaches further below the top of the head than any training head
+  (the manifest's ``field_of_view``), widened by ``fov_margin``: the neck is in view, which the
+  model never saw, and it may draw structures there (the demo model draws "cerebellum" in the
+  back of the neck). Set on every structure of the run.
 
 The thresholds are data (``Thresholds``); they are set on synthetic data and the demo model,
 not calibrated on clinical review outcomes.
@@ -32,10 +36,14 @@ import SimpleITK as sitk
 from . import geometry
 from .structures import FINE_TARGETS, FineTarget, OutputLabel, fine_target, output_label
 
-KINDS = ("missing", "volume", "confidence", "flip", "components", "border")
+KINDS = ("missing", "volume", "confidence", "flip", "components", "border", "field_of_view")
 
 #: Probabilities between these bounds count as uncertain (binary entropy above ~0.72 bit).
 UNCERTAIN_RANGE = (0.2, 0.8)
+
+#: The top of the head: the highest axial slice whose head cross-section reaches this area (mm^2),
+#: so that noise or a few voxels of hair above the scalp do not count.
+HEAD_TOP_MIN_AREA_MM2 = 2000.0
 
 #: Names of the model grid's array faces (identity LPS direction: K = I->S, J = A->P, I = R->L).
 _FACES = (("inferior", "superior"), ("anterior", "posterior"), ("right", "left"))
@@ -52,6 +60,7 @@ class Thresholds:
     max_uncertain_fraction: float = 0.4
     min_flip_dice: float = 0.8
     min_component_fraction: float = 0.05  # pieces smaller than this share of the structure are crumbs
+    fov_margin_mm: float = 10.0  # image extent below the head's top allowed beyond the training heads' largest
 
 
 @dataclass(frozen=True)
@@ -207,6 +216,40 @@ def border_flag(label: OutputLabel, faces_by_target: dict[str, list[str]]) -> Fl
                 "the field of view may cut it off", float(len(faces)))
 
 
+def extent_below_head_top(channels: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float | None:
+    """How far (mm) the image reaches below the top of the head, on an identity-direction grid.
+
+    ``channels``: (C, K, J, I) arrays (K inferior -> superior), missing inputs all zero. The head is
+    the union of the non-empty channels' foreground (``geometry.foreground_mask``); its top is the
+    highest axial slice with at least ``HEAD_TOP_MIN_AREA_MM2`` of head. None without such a slice.
+    """
+    head = np.zeros(channels.shape[1:], bool)
+    for channel in channels:
+        if channel.any():
+            head |= geometry.foreground_mask(channel)
+    area = head.sum(axis=(1, 2)) * spacing_xyz[0] * spacing_xyz[1]
+    slices = np.flatnonzero(area >= HEAD_TOP_MIN_AREA_MM2)
+    return None if not slices.size else float((slices[-1] + 1) * spacing_xyz[2])
+
+
+def field_of_view_statistics(extents_mm: list[float]) -> dict:
+    """Manifest ``field_of_view`` from the training cases' ``extent_below_head_top`` (None skipped)."""
+    v = np.array([x for x in extents_mm if x is not None], dtype=np.float64)
+    if not v.size:
+        return {}
+    return {"below_head_top_mm": {"cases": int(v.size), "min": round(float(v.min()), 1), "max": round(float(v.max()), 1)}}
+
+
+def field_of_view_flag(label: OutputLabel, extent_mm: float | None, stats: dict | None,
+                       limits: Thresholds = Thresholds()) -> Flag | None:
+    below = (stats or {}).get("below_head_top_mm")
+    if extent_mm is None or not below or extent_mm <= below["max"] + limits.fov_margin_mm:
+        return None
+    return Flag(label.key, "field_of_view", f"the image reaches {extent_mm:.0f} mm below the top of the head, the "
+                f"training heads at most {below['max']:.0f} mm: the neck is in view, which the model never saw; "
+                f"check {label.name} closely, it may be drawn in the neck or the face", extent_mm)
+
+
 # --- one run -------------------------------------------------------------------------------------
 
 
@@ -238,6 +281,7 @@ def assess(
     flip: FlipPass | None = None,
     uncertainty_reference: sitk.Image | None = None,
     limits: Thresholds = Thresholds(),
+    field_of_view: tuple[float | None, dict | None] | None = None,
 ) -> Assessment:
     """Every flag of one run.
 
@@ -249,6 +293,7 @@ def assess(
         volume_stats: the manifest's ``volume_stats`` (output-label key -> statistics).
         flip: run the left-right mirrored pass (``--quality full``).
         uncertainty_reference: build the uncertainty volume on this grid (the reference input's).
+        field_of_view: (the run's ``extent_below_head_top``, the manifest's ``field_of_view``).
     """
     arr = sitk.GetArrayViewFromImage(labels)
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
@@ -277,6 +322,8 @@ def assess(
         shape = tuple(reversed(grid.GetSize()))
         faces = {t.key: touched_faces(*probabilities[t.key], shape) for t in parts if t.key in probabilities}
         flags.append(border_flag(label, faces))
+        if field_of_view is not None:
+            flags.append(field_of_view_flag(label, *field_of_view, limits))
         out.measures[label.key] = measure
         out.flags += [f for f in flags if f is not None]
     if uncertainty_reference is not None:

@@ -12,6 +12,7 @@ structure along the vertex (component counts). Figures: brainbarriers_training.a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def reports(tmp_path_factory) -> dict[str, dict]:
         truth = sitk.ReadImage(str(folder / f"{case}_labelmap_task1.nii.gz"))
         found[case] = anatomy_report(sitk.ReadImage(str(out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1_path)),
                                      sitk.GetArrayFromImage(truth) == 5, read_mni_transform(folder, case))
+        flags = json.loads((out / f"{case}_report.json").read_text())["quality_flags"]
+        found[case]["fov_flagged_structures"] = float(sum(f["kind"] == "field_of_view" for f in flags))
         print(case, {k: round(v, 3) for k, v in found[case].items()})
     return found
 
@@ -101,6 +104,18 @@ def test_superior_sagittal_sinus_is_one_structure_along_the_vertex(reports, case
     assert r["vertex_sinus_components"] >= 1, r
     assert r["vertex_sinus_largest_fraction"] >= 0.9, r  # one structure, not scattered blobs
     assert r["vertex_sinus_span"] > 0.4, r  # along the vertex, not a blob
+
+
+#: Heads with their neck in view: they reach further below the top of the head than any
+#: training head (quality flag ``field_of_view``).
+NECK_IN_VIEW = {"103", "105"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_a_neck_in_view_is_flagged_on_every_structure(reports, case):
+    expected = 5.0 if case in NECK_IN_VIEW else 0.0
+    assert reports[case]["fov_flagged_structures"] == expected, reports[case]
 
 
 def drawn_head() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

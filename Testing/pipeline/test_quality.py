@@ -213,3 +213,38 @@ def test_cli_writes_flags_and_uncertainty(case_files, tiny_bundle, tmp_path):
     assert u.GetSize() == ct.GetSize() and np.allclose(u.GetOrigin(), ct.GetOrigin(), atol=1e-4)
     assert u.GetPixelID() == sitk.sitkFloat32
     assert report["outputs"]["uncertainty"].endswith("c_uncertainty.nii.gz")
+
+
+def _drawn_head(top_k: int, shape=(60, 30, 30)) -> np.ndarray:
+    """One channel: a head-wide block of tissue from the bottom of the grid up to slice ``top_k``
+    (inclusive), a few voxels of noise above it, on a dark background."""
+    arr = np.zeros(shape, np.float32)
+    arr[: top_k + 1, 5:25, 5:25] = 1.0  # 20 x 20 voxels
+    arr[top_k + 3, 10, 10] = 1.0  # a speck above the scalp: no head there
+    return arr
+
+
+def test_extent_below_the_top_of_the_head():
+    spacing = (2.0, 2.0, 2.0)  # a 20 x 20 voxel slice is 1600 mm^2 at 2 mm: below the area bar
+    channels = np.stack([_drawn_head(39), np.zeros((60, 30, 30), np.float32)])  # a missing input: all zero
+    assert quality.extent_below_head_top(channels, spacing) is None
+    spacing = (3.0, 3.0, 2.0)  # 3600 mm^2 per slice
+    assert quality.extent_below_head_top(channels, spacing) == pytest.approx(40 * 2.0)
+    assert quality.extent_below_head_top(channels[::-1].copy(), spacing) == pytest.approx(80.0)  # channel order
+
+
+def test_field_of_view_flag_when_the_image_reaches_further_down_than_any_training_head():
+    stats = quality.field_of_view_statistics([160.8, 182.4, None, 170.0])
+    assert stats == {"below_head_top_mm": {"cases": 3, "min": 160.8, "max": 182.4}}
+    label = output_label("cerebellum")
+    margin = quality.Thresholds().fov_margin_mm
+    assert quality.field_of_view_flag(label, 182.4 + margin, stats) is None
+    flag = quality.field_of_view_flag(label, 218.0, stats)
+    assert flag.kind == "field_of_view" and flag.value == 218.0
+    assert "218 mm below the top of the head" in flag.reason and "neck" in flag.reason
+    assert quality.field_of_view_flag(label, 218.0, None) is None  # a bundle without the statistics
+    assert quality.field_of_view_flag(label, None, stats) is None  # no head found
+    arr, probs = _case()
+    kinds = _kinds(_assess(arr, probs, field_of_view=(218.0, stats)))
+    assert {k for k in kinds if k[1] == "field_of_view"} == {(lab.key, "field_of_view") for lab in OUTPUT_LABELS}
+    assert not any(k[1] == "field_of_view" for k in _kinds(_assess(arr, probs, field_of_view=(170.0, stats))))

@@ -39,3 +39,20 @@ def test_volume_stats_fit_the_manifest_schema():
     assert schema_errors({**shipped, "volume_stats": stats}) == []
     broken = schema_errors({**shipped, "volume_stats": {"falx": {"cases": 2, "min_ml": 10.0}}})
     assert broken and "max_ml" in broken[0]
+
+
+def test_field_of_view_from_the_prepared_images(prepared):
+    from brainbarriers.quality import extent_below_head_top
+    from brainbarriers_training.export import training_field_of_view, training_statistics
+
+    data, cache, index = prepared
+    fov = training_field_of_view(cache)["below_head_top_mm"]
+    extents = []
+    for entry in index["cases"]:
+        with np.load(cache / entry["file"]) as z:
+            extents.append(extent_below_head_top(z["image"], tuple(index["spacing"])))
+    assert fov["cases"] == len(index["cases"]) and fov["min"] == round(min(extents), 1) and fov["max"] == round(max(extents), 1)
+    assert 0 < fov["min"] <= fov["max"] <= index["cases"][0]["shape"][0] * index["spacing"][2]  # K runs along z
+    shipped = json.loads((SHIPPED_DIR / "brainbarriers-demo" / "manifest.json").read_text())
+    assert schema_errors({**shipped, **training_statistics(cache)}) == []
+    assert schema_errors({**shipped, "field_of_view": {"below_head_top_mm": {"cases": 1, "min": 1.0}}})
