@@ -40,7 +40,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="also write <case>_uncertainty.nii.gz (per-voxel entropy of the structure probabilities, bits)")
     p.add_argument("--no-cleanup", action="store_true",
                    help="keep every connected component and skip the anatomical rules (nothing outside the head, "
-                        "the falx above the ventricles)")
+                        "the falx above the ventricles, the superior sagittal sinus joined into one vessel)")
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")

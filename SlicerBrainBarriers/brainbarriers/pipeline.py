@@ -49,8 +49,9 @@ class SegmentOptions:
         quality: "fast" or "full" (adds left-right flip test-time augmentation).
         register: rigidly co-register MR inputs to the reference.
         check_alignment: refuse inputs whose head masks do not line up.
-        cleanup: drop small connected components per structure, and apply the anatomical rules
-            (``anatomy_rules``: nothing outside the head, the falx above the ventricles' roof).
+        cleanup: drop small connected components per structure (model and input grid), and apply
+            the anatomical rules (``anatomy_rules``: nothing outside the head, the falx above the
+            ventricles' roof, the superior sagittal sinus joined into one vessel).
         precision: "fp32" or "bf16".
         batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
             batching does not add speed but adds memory).
