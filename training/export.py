@@ -119,41 +119,39 @@ def trained_targets(workdir: Path) -> list[str]:
     return [t.key for t in FINE_TARGETS if (Path(workdir) / "fine" / t.key / FINAL).is_file()]
 
 
-def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
-    """Manifest ``volume_stats``: per output label, the volumes of the prepared training labels
-    (model spacing) of ``cases`` (default: every prepared case)."""
+def _cached_arrays(cache: Path, cases: list[str] | None, key: str):
+    """(array ``key``, model spacing) of each prepared case in ``cases`` (default: every one)."""
     import numpy as np
-    from brainbarriers.quality import output_volumes, volume_statistics
 
     from .prepare import load_index
 
     index = load_index(cache)
-    volumes: dict[str, list[float]] = {}
     for entry in index["cases"]:
         if cases and entry["case"] not in cases:
             continue
         with np.load(Path(cache) / entry["file"]) as z:
-            for key, ml in output_volumes(z["label"], tuple(index["spacing"])).items():
-                volumes.setdefault(key, []).append(ml)
+            yield z[key], tuple(index["spacing"])
+
+
+def training_volume_stats(cache: Path, cases: list[str] | None = None) -> dict:
+    """Manifest ``volume_stats``: per output label, the volumes of the prepared training labels
+    (model spacing) of ``cases`` (default: every prepared case)."""
+    from brainbarriers.quality import output_volumes, volume_statistics
+
+    volumes: dict[str, list[float]] = {}
+    for label, spacing in _cached_arrays(cache, cases, "label"):
+        for key, ml in output_volumes(label, spacing).items():
+            volumes.setdefault(key, []).append(ml)
     return volume_statistics(volumes)
 
 
 def training_field_of_view(cache: Path, cases: list[str] | None = None) -> dict:
     """Manifest ``field_of_view``: how far the prepared training images of ``cases`` (default:
     every prepared case) reach below the top of the head (``quality.extent_below_head_top``)."""
-    import numpy as np
     from brainbarriers.quality import extent_below_head_top, field_of_view_statistics
 
-    from .prepare import load_index
-
-    index = load_index(cache)
-    extents = []
-    for entry in index["cases"]:
-        if cases and entry["case"] not in cases:
-            continue
-        with np.load(Path(cache) / entry["file"]) as z:
-            extents.append(extent_below_head_top(z["image"], tuple(index["spacing"])))
-    return field_of_view_statistics(extents)
+    return field_of_view_statistics([extent_below_head_top(image, spacing)
+                                     for image, spacing in _cached_arrays(cache, cases, "image")])
 
 
 def training_statistics(cache: Path, cases: list[str] | None = None) -> dict:

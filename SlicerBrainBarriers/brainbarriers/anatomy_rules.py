@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import Box, box_slices, foreground_mask, keep_large_components
+from .geometry import Box, box_slices, head_mask, keep_large_components, label_components
 from .structures import output_label
 
 #: Every structure lies inside the skull, within this distance (mm) of tissue that images bright
@@ -64,17 +64,14 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
                       margin_mm: float = HEAD_MARGIN_MM) -> np.ndarray:
     """``labels`` without the voxels farther than ``margin_mm`` from the head.
 
-    The head is the union of the inputs' foreground masks (``geometry.foreground_mask``, Otsu on each
+    The head is the union of the inputs' foreground masks (``geometry.head_mask``, Otsu on each
     non-empty channel of (C, K, J, I) ``channels``) with its enclosed holes filled, so that dark
     regions inside the brain of any size (large ventricles on MR) count as head; the dark skull
     and CSF at its border are covered by the margin. The fine networks can fire in the air at the
     corners of a crop; no structure lies there. Without any foreground the labels are returned
     unchanged.
     """
-    head = np.zeros(labels.shape, bool)
-    for channel in channels:
-        if channel.any():  # a missing input is an all-zero channel
-            head |= foreground_mask(channel)
+    head = head_mask(channels)
     if not head.any():
         return labels
     # SimpleITK, not scipy: the core package runs in Slicer and from its wheel without scipy
@@ -134,9 +131,7 @@ def join_sagittal_sinus(labels: np.ndarray, probability: np.ndarray, box: Box,
     """
     region = box_slices(box)
     crop = labels[region]
-    pieces = keep_large_components((crop == sinus) & (probability > 0.5))
-    components = sitk.GetArrayFromImage(sitk.RelabelComponent(
-        sitk.ConnectedComponent(sitk.GetImageFromArray(pieces.astype(np.uint8)), True)))
+    components = label_components(keep_large_components((crop == sinus) & (probability > 0.5)))
     if components.max() < 1:
         return labels
     band = (falx_margin_band(crop == falx, spacing_xyz) if falx is not None
@@ -178,17 +173,18 @@ def join_sagittal_sinus(labels: np.ndarray, probability: np.ndarray, box: Box,
 
 def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
                         channels: np.ndarray | None = None,
-                        sagittal_sinus: tuple[Box, np.ndarray] | None = None) -> np.ndarray:
+                        probabilities: dict[str, tuple[Box, np.ndarray]] | None = None) -> np.ndarray:
     """The rules above on model-grid labels: nothing outside the head (given the normalised
     ``channels``), the falx above the ventricles when both are among the segmented ``values``, and
-    the superior sagittal sinus in one piece (given the sagittal-sinus network's box and probability)."""
+    the superior sagittal sinus in one piece (given the fine stage's ``probabilities``, fine-target
+    key -> (box, foreground probability), holding the sagittal sinus's)."""
     if channels is not None:
         labels = drop_outside_head(labels, channels, grid.GetSpacing())
     falx, ventricles = output_label("falx").value, output_label("ventricles").value
     if falx in values and ventricles in values:
         labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
-    if sagittal_sinus is not None:
-        box, probability = sagittal_sinus
+    if "sagittal_sinus" in (probabilities or {}):
+        box, probability = probabilities["sagittal_sinus"]
         labels = join_sagittal_sinus(labels, probability, box, grid.GetSpacing(),
                                      output_label("sinuses").value, falx if falx in values else None)
     return labels

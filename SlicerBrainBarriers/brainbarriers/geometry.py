@@ -152,17 +152,33 @@ def box_world(box: Box, grid: sitk.Image) -> dict:
 #: Low on purpose: the 4th ventricle is a few percent of the lateral ventricles' volume.
 MIN_COMPONENT_FRACTION = 0.02
 
+
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """The 26-connected components of ``mask`` numbered by size (1 = the largest; 0 = background)."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    return sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, True)))
+
+
 def keep_large_components(mask: np.ndarray, min_fraction: float = MIN_COMPONENT_FRACTION,
                           min_voxels: int = 8) -> np.ndarray:
     """Keep connected components (26-connected) at least ``min_fraction`` of the largest and at least
     ``min_voxels`` (when the largest is itself smaller than ``min_voxels``, only the largest is kept)."""
     if not mask.any():
         return mask
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
-    labels = sitk.GetArrayFromImage(cc)
+    labels = label_components(mask)
     sizes = np.bincount(labels.ravel())[1:]
     keep = np.flatnonzero(sizes >= max(min_voxels if sizes[0] >= min_voxels else sizes[0], min_fraction * sizes[0])) + 1
     return np.isin(labels, keep)
+
+
+def head_mask(channels: np.ndarray) -> np.ndarray:
+    """The union of the foreground masks (``foreground_mask``) of the non-empty channels of (C, K, J, I)
+    ``channels``; a missing input is an all-zero channel and adds nothing."""
+    head = np.zeros(channels.shape[1:], bool)
+    for channel in channels:
+        if channel.any():
+            head |= foreground_mask(channel)
+    return head
 
 
 def foreground_mask(array: np.ndarray, modality: str = "") -> np.ndarray:

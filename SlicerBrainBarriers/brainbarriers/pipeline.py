@@ -451,17 +451,15 @@ class Segmenter:
         exact grid (``channels``: the normalised inputs on ``grid``, for the inside-the-head rule;
         ``probabilities``: the fine stage's (box, probability) per target, for joining the sagittal sinus)."""
         self.progress("postprocess", _STAGE_START["postprocess"], "clean-up and resampling onto the input grid")
-        if self.options.cleanup:
-            labels = apply_anatomy_rules(labels, grid, [t.label for t in self.targets], channels,
-                                         (probabilities or {}).get("sagittal_sinus"))
-            labels = cleanup_labels(labels, sorted({t.label for t in self.targets}))
-        out = labels_to_reference(labels, grid, reference)
-        if self.options.cleanup:  # resampling a thin diagonal run can leave specks on the finer grid
-            cleaned = sitk.GetImageFromArray(cleanup_labels(sitk.GetArrayFromImage(out),
-                                                            sorted({t.label for t in self.targets})))
-            cleaned.CopyInformation(out)
-            out = cleaned
-        return out
+        if not self.options.cleanup:
+            return labels_to_reference(labels, grid, reference)
+        values = sorted({t.label for t in self.targets})
+        labels = apply_anatomy_rules(labels, grid, values, channels, probabilities)
+        out = labels_to_reference(cleanup_labels(labels, values), grid, reference)
+        # resampling a thin diagonal run can leave specks on the finer grid
+        cleaned = sitk.GetImageFromArray(cleanup_labels(sitk.GetArrayFromImage(out), values))
+        cleaned.CopyInformation(out)
+        return cleaned
 
     def run(self, images: dict[str, sitk.Image]) -> SegmentResult:
         """Segment one case given its input images (keys "ct", "t1", "t2")."""

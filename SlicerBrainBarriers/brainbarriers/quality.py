@@ -220,14 +220,10 @@ def extent_below_head_top(channels: np.ndarray, spacing_xyz: tuple[float, float,
     """How far (mm) the image reaches below the top of the head, on an identity-direction grid.
 
     ``channels``: (C, K, J, I) arrays (K inferior -> superior), missing inputs all zero. The head is
-    the union of the non-empty channels' foreground (``geometry.foreground_mask``); its top is the
+    the union of the non-empty channels' foreground (``geometry.head_mask``); its top is the
     highest axial slice with at least ``HEAD_TOP_MIN_AREA_MM2`` of head. None without such a slice.
     """
-    head = np.zeros(channels.shape[1:], bool)
-    for channel in channels:
-        if channel.any():
-            head |= geometry.foreground_mask(channel)
-    area = head.sum(axis=(1, 2)) * spacing_xyz[0] * spacing_xyz[1]
+    area = geometry.head_mask(channels).sum(axis=(1, 2)) * spacing_xyz[0] * spacing_xyz[1]
     slices = np.flatnonzero(area >= HEAD_TOP_MIN_AREA_MM2)
     return None if not slices.size else float((slices[-1] + 1) * spacing_xyz[2])
 
