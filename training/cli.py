@@ -32,6 +32,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
 
 
+def _initial_weights(path: Path) -> dict:
+    """The state dict of a safetensors file (never a pickle), or a one-line error."""
+    from .engine import load_weights
+
+    if not path.is_file():
+        raise ConfigError(f"--init-from: {path} is not a file")
+    try:
+        return load_weights(path)
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ConfigError(f"--init-from: {path} is not a readable safetensors file ({e})") from None
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m brainbarriers_training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -56,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--conceal-thin", type=float, default=None, metavar="P",
                    help="probability, per channel, that a thin structure (falx, tentorium, sinus) takes the "
                         "intensity of a neighbour class (default: synth.SynthParams, 0.5; 0: never)")
+    p.add_argument("--neck", type=float, default=None, metavar="P",
+                   help="probability that a head gets a neck of 20-110 mm below the map (synth.add_neck; "
+                        "default 0: the map's own field of view)")
 
     p = sub.add_parser("prepare", help="check, resample, normalise and cache a data set")
     _config_args(p)
@@ -64,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-coarse", help="train the coarse localisation network")
     _train_args(p)
+    p.add_argument("--init-from", type=Path, default=None, metavar="SAFETENSORS",
+                   help="start from these coarse weights (e.g. a bundle's coarse.safetensors) instead of a "
+                        "random initialisation; they must fit the recipe's coarse network")
     p = sub.add_parser("train-fine", help="train fine networks")
     _train_args(p)
     p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
@@ -245,6 +263,10 @@ def run(args) -> int:
             if not 0.0 <= args.conceal_thin <= 1.0:
                 raise ValueError(f"--conceal-thin must lie in [0, 1], got {args.conceal_thin}")
             params = replace(params, conceal_thin=args.conceal_thin)
+        if args.neck is not None:
+            if not 0.0 <= args.neck <= 1.0:
+                raise ValueError(f"--neck must lie in [0, 1], got {args.neck}")
+            params = replace(params, neck_probability=args.neck)
         ids = write_cases(args.tissue, args.out, args.count, args.seed, args.first_id, args.overwrite, params)
         print(f"wrote {len(ids)} synthetic cases to {args.out} ({ids[0]}..{ids[-1]})" if ids else "wrote nothing")
         return 0
@@ -291,7 +313,9 @@ def run(args) -> int:
             train_one_stage(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
             return 0
         if args.command in ("train-coarse", "train"):
-            train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume)
+            init = getattr(args, "init_from", None)
+            train_coarse(config, args.cache, args.workdir, args.cases, resume=not args.no_resume,
+                         init_weights=None if init is None else _initial_weights(init))
         if args.command in ("train-fine", "train"):
             targets = _structures(getattr(args, "structure", ["all"]))
             train_fine(config, args.cache, args.workdir, targets, args.cases, resume=not args.no_resume)

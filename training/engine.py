@@ -284,7 +284,10 @@ def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, 
     torch.manual_seed(seed)
     model = build_network(spec)
     if init_weights is not None:
-        model.load_state_dict(init_weights)
+        try:
+            model.load_state_dict(init_weights)
+        except RuntimeError as e:  # torch lists every mismatched tensor; the first line says enough
+            raise ValueError(f"the initial weights do not fit the recipe's network: {str(e).splitlines()[0]}") from None
     model = model.to(device)
     use_amp = bool(stage_cfg.get("amp")) and device.type == "cuda"
     adversary, optimizer_d = _shape_adversary(stage_cfg, spec, world, device, model)

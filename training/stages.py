@@ -31,17 +31,19 @@ def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:
     return sorted({min(epochs, max(1, round(f * epochs))) for f in fractions})
 
 
-def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | None = None, resume: bool = True) -> dict:
+def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | None = None, resume: bool = True,
+                 init_weights: dict | None = None) -> dict:
     """Train the coarse network into workdir/coarse; afterwards predict the boxes of every training
     case with the checkpoints saved at the ``box_checkpoints`` fractions of training (paper: 1/3,
-    2/3, end) into workdir/coarse/coarse_boxes.json for the fine stage."""
+    2/3, end) into workdir/coarse/coarse_boxes.json for the fine stage. ``init_weights``: a state
+    dict to continue from (a released coarse network trained further on new material)."""
     index = load_index(cache)
     entries = select_entries(index, cases)
     cfg = stage_config(config, "coarse")
     out = Path(workdir) / "coarse"
     milestones = milestone_epochs(cfg.get("box_checkpoints", []), int(cfg["epochs"]))
     summary = train(config, cfg, Path(cache), entries, out, None, spacing=index["coarse_spacing"],
-                    milestones=milestones, resume=resume)
+                    milestones=milestones, resume=resume, init_weights=init_weights)
     rank, _, _ = dist_info()
     if rank == 0 and milestones:
         from .boxes import predict_boxes

@@ -15,6 +15,12 @@ marks whatever lies at the midline. So with ``conceal_thin`` probability per cha
 takes the drawn intensity of one of its ``stand_ins`` (the CSF of the fissure, cortex, skull), and
 the network has to find the structure from the anatomy around it.
 
+Real scans often reach far below the skull base, into the neck, while a tissue map built from a
+brain template stops just under the cerebellum. A network that never saw anything below the
+cerebellum takes the lowest tissue in view for it. So with ``neck_probability`` the map is first
+extended downwards by :func:`add_neck`: a tapering soft-tissue column with the spinal cord in its
+canal, the vertebrae and the airway, none of them a target.
+
 Because the label is deformed first and the image is drawn from the deformed label, image and
 label stay aligned by construction. The output is the ABCs task-1 label map of the same grid.
 Everything is drawn from one ``numpy`` generator: the same seed gives the same case.
@@ -95,6 +101,96 @@ class SynthParams:
     ct_noise_hu: tuple[float, float] = (0.0, 12.0)
     log_gamma_std: float = 0.25
     conceal_thin: float = 0.5  # probability, per channel and thin class, of taking a stand-in's intensity
+    neck_probability: float = 0.0  # probability of a neck below the map (see add_neck); 0 keeps older data sets
+    neck_mm: tuple[float, float] = (20.0, 110.0)  # its length
+    neck_taper: tuple[float, float] = (0.55, 0.8)  # its cross-section against the map's lowest slice
+
+
+#: In-plane anatomy of the neck, mm: (cord radius, canal radius, arch thickness, vertebral body
+#: radius, body centre in front of the cord, airway radius, airway centre in front of the cord).
+#: Each is scaled by a random factor per neck.
+NECK_ANATOMY_MM = (4.5, 8.0, 4.0, 10.0, 20.0, 6.0, 42.0)
+#: Over this length the neck's cross-section narrows from the map's lowest slice to its taper.
+NECK_TAPER_MM = 30.0
+
+
+def _superior_axis(image: sitk.Image) -> tuple[int, int]:
+    """(numpy axis nearest to head-foot, +1 if the index grows towards the head (LPS +z) else -1)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(direction[2])))
+    return 2 - index_axis, int(np.sign(direction[2, index_axis]))
+
+
+def _in_plane_anterior(image: sitk.Image, axis: int) -> np.ndarray:
+    """Unit vector, in the index units of the two numpy axes other than ``axis``, pointing anterior (LPS -y)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = np.array(image.GetSpacing())
+    others = [a for a in range(3) if a != axis]
+    vector = np.array([-direction[1, 2 - a] / spacing[2 - a] for a in others])
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+
+def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
+             taper: tuple[float, float] = SynthParams.neck_taper) -> sitk.Image:
+    """The tissue map extended ``length_mm`` downwards with a neck; the head itself is unchanged.
+
+    The neck's cross-section is the map's lowest head slice narrowed about the spinal cord (below the
+    brainstem's lowest slice) to a random fraction in ``taper`` over NECK_TAPER_MM. Inside it is
+    scalp-class soft tissue with, from the cord forwards: the cord (brainstem class) in a CSF canal,
+    a bony arch around the canal and a vertebral body in front of it (skull class), and the airway.
+    """
+    axis, up = _superior_axis(tissue_map)
+    spacing_xyz = np.array(tissue_map.GetSpacing())
+    step = float(spacing_xyz[2 - axis])
+    n = int(round(length_mm / step))
+    if n < 1:
+        return tissue_map
+    array = np.moveaxis(sitk.GetArrayFromImage(tissue_map), axis, 0)
+    if up < 0:
+        array = array[::-1]  # index 0 is now the lowest slice
+    head = array[0] != TISSUE_VALUE["air"]
+    if not head.any():
+        raise ValueError("the tissue map's lowest slice holds no head: add_neck needs a head that reaches it")
+    stem = np.flatnonzero((array == TISSUE_VALUE["brainstem"]).any(axis=(1, 2)))
+    cord = (np.argwhere(array[stem[0]] == TISSUE_VALUE["brainstem"]) if stem.size else np.argwhere(head)).mean(0)
+    forward = _in_plane_anterior(tissue_map, axis)
+    plane_mm = np.array([spacing_xyz[2 - a] for a in range(3) if a != axis])
+    sizes = np.array(NECK_ANATOMY_MM) * rng.uniform(0.8, 1.2, len(NECK_ANATOMY_MM))
+    r_cord, r_canal, arch, r_body, body_at, r_air, air_at = sizes
+    narrowest = rng.uniform(*taper)
+
+    grid = np.indices(head.shape).astype(float)
+    offset = grid - cord[:, None, None]
+
+    def within(centre_mm: float, radius_mm: float) -> np.ndarray:
+        centre = forward * centre_mm / float(np.mean(plane_mm))
+        return np.sqrt((((offset - centre[:, None, None]) * plane_mm[:, None, None]) ** 2).sum(0)) <= radius_mm
+
+    columns = np.full(head.shape, TISSUE_VALUE["scalp"], np.uint8)
+    columns[within(body_at, r_body) | within(0.0, r_canal + arch)] = TISSUE_VALUE["skull"]
+    columns[within(0.0, r_canal)] = TISSUE_VALUE["csf"]
+    columns[within(0.0, r_cord)] = TISSUE_VALUE["brainstem"]
+    columns[within(air_at, r_air)] = TISSUE_VALUE["air"]
+
+    neck = np.zeros((n, *head.shape), np.uint8)
+    for d in range(n):
+        scale = 1.0 - (1.0 - narrowest) * min(1.0, (d + 1) * step / NECK_TAPER_MM)
+        source = np.round(cord[:, None, None] + offset / scale).astype(int)
+        ok = np.all((source >= 0) & (source < np.array(head.shape)[:, None, None]), axis=0)
+        section = np.zeros(head.shape, bool)
+        section[ok] = head[source[0][ok], source[1][ok]]
+        neck[n - 1 - d][section] = columns[section]
+    extended = np.concatenate([neck, array])
+    if up < 0:
+        extended = extended[::-1]
+    out = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(extended, 0, axis)))
+    out.SetSpacing(tissue_map.GetSpacing())
+    out.SetDirection(tissue_map.GetDirection())
+    index = [0, 0, 0]
+    if up > 0:  # the new slices come before the old first one
+        index[2 - axis] = -n
+    out.SetOrigin(tissue_map.TransformIndexToPhysicalPoint(index))
+    return out
 
 
 def random_pose(reference: sitk.Image, rng: np.random.Generator, p: SynthParams) -> sitk.Transform:
@@ -194,13 +290,16 @@ def draw_channel(tissue: np.ndarray, reference: sitk.Image, channel: str, rng: n
 
 def synthesize(tissue_map: sitk.Image, rng: np.random.Generator, p: SynthParams = SynthParams(),
                channels: tuple[str, ...] = ("ct", "t1", "t2")) -> tuple[dict[str, sitk.Image], sitk.Image]:
-    """One random case: ``({channel: image}, task-1 label image)`` on the tissue map's grid.
+    """One random case: ``({channel: image}, task-1 label image)`` on the tissue map's grid (extended
+    downwards when a neck is drawn, see ``SynthParams.neck_probability``).
 
     CT is int16 HU, MR channels uint8 (0-255), the label uint8 (ABCs task-1 values).
     """
     # concealment draws from a child generator: it leaves ``rng``'s own stream (pose, intensities)
     # as it was before concealment existed, so a seed still gives the same head
-    hide = rng.spawn(1)[0]
+    hide, neck = rng.spawn(2)  # the first child is the one concealment always used
+    if neck.random() < p.neck_probability:
+        tissue_map = add_neck(tissue_map, neck.uniform(*p.neck_mm), neck, p.neck_taper)
     pose = random_pose(tissue_map, rng, p)
     moved = sitk.Resample(tissue_map, tissue_map, pose, sitk.sitkNearestNeighbor, TISSUE_VALUE["air"])
     tissue = sitk.GetArrayFromImage(moved).astype(np.intp)

@@ -32,6 +32,13 @@ MAX_UNSUPPORTED_BRIDGE_MM = 15.0
 #: Fast-marching speeds: the network's probability, at least this inside the falx margin band and
 #: this floor elsewhere (low speeds make a path avoid unsupported voxels).
 _BAND_SPEED, _FLOOR_SPEED = 0.3, 0.01
+#: The cerebellum is one mass under the tentorium whose axial cross-section shrinks to the tonsils
+#: at its lower end; below it only the medulla passes through the foramen magnum. A cross-section
+#: below this fraction of the largest one both above and below it is a waist between the cerebellum
+#: and a second mass further down (with the neck in view: neck muscles or the spine taken for it).
+CEREBELLUM_WAIST_FRACTION = 0.35
+#: ... counted only when the mass below the waist holds at least this share of the label's voxels.
+CEREBELLUM_LOWER_MASS_FRACTION = 0.1
 _NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
 
 
@@ -83,6 +90,49 @@ def drop_outside_head(labels: np.ndarray, channels: np.ndarray, spacing_xyz: tup
         filled, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
     out = labels.copy()
     out[distance > margin_mm] = 0
+    return out
+
+
+def cerebellum_above_waist(labels: np.ndarray, cerebellum: int) -> np.ndarray:
+    """``labels`` with the cerebellum cut at a waist in its axial cross-sections, the part below removed.
+
+    The cross-section areas are taken per axial slice (3-slice running mean). A waist is a slice
+    whose area is below CEREBELLUM_WAIST_FRACTION of the largest area both above and below it, with
+    at least CEREBELLUM_LOWER_MASS_FRACTION of the voxels below; the lowest-area such slice is the
+    cut, and the upper part (the one under the tentorium) is kept. A label without a waist is
+    returned unchanged.
+    """
+    mask = labels == cerebellum
+    area = mask.sum(axis=(1, 2)).astype(np.float64)
+    if not area.any():
+        return labels
+    smooth = np.convolve(area, np.ones(3) / 3.0, mode="same")
+    below_max = np.maximum.accumulate(smooth)
+    above_max = np.maximum.accumulate(smooth[::-1])[::-1]
+    below_mass = np.cumsum(area) / area.sum()
+    waist = ((smooth < CEREBELLUM_WAIST_FRACTION * np.minimum(below_max, above_max))
+             & (below_mass >= CEREBELLUM_LOWER_MASS_FRACTION))
+    if not waist.any():
+        return labels
+    cut = int(np.flatnonzero(waist)[np.argmin(smooth[waist])])
+    out = labels.copy()
+    out[: cut + 1][mask[: cut + 1]] = 0
+    return out
+
+
+def ventricles_above_cerebellum_base(labels: np.ndarray, cerebellum: int, ventricles: int) -> np.ndarray:
+    """``labels`` without ventricle voxels in axial slices below the cerebellum's lowest slice.
+
+    The lowest part of the ventricular system, the fourth ventricle, lies in front of the
+    cerebellum and ends at the obex, above the cerebellar tonsils; anything called ventricle
+    further down (the spinal canal, CSF in the neck) is not. Unchanged without cerebellum voxels.
+    """
+    slices = np.flatnonzero((labels == cerebellum).any(axis=(1, 2)))
+    if not slices.size:
+        return labels
+    out = labels.copy()
+    low = out[: slices[0]]
+    low[low == ventricles] = 0
     return out
 
 
@@ -177,9 +227,15 @@ def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
     """The rules above on model-grid labels: nothing outside the head (given the normalised
     ``channels``), the falx above the ventricles when both are among the segmented ``values``, and
     the superior sagittal sinus in one piece (given the fine stage's ``probabilities``, fine-target
-    key -> (box, foreground probability), holding the sagittal sinus's)."""
+    key -> (box, foreground probability), holding the sagittal sinus's), no second mass of
+    "cerebellum" below a waist, and no ventricles below the cerebellum."""
     if channels is not None:
         labels = drop_outside_head(labels, channels, grid.GetSpacing())
+    cerebellum = output_label("cerebellum").value
+    if cerebellum in values:
+        labels = cerebellum_above_waist(labels, cerebellum)
+        if output_label("ventricles").value in values:
+            labels = ventricles_above_cerebellum_base(labels, cerebellum, output_label("ventricles").value)
     falx, ventricles = output_label("falx").value, output_label("ventricles").value
     if falx in values and ventricles in values:
         labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from brainbarriers.anatomy_rules import (
+    CEREBELLUM_WAIST_FRACTION,
     FALX_MARGIN_BAND_MM,
     HEAD_MARGIN_MM,
     MAX_UNSUPPORTED_BRIDGE_MM,
     NEAR_MIDLINE_MM,
     apply_anatomy_rules,
+    cerebellum_above_waist,
     drop_outside_head,
     falx_above_ventricle_roof,
     join_sagittal_sinus,
+    ventricles_above_cerebellum_base,
 )
 
 FALX, VENTRICLES = 2, 5
@@ -222,3 +225,73 @@ def test_the_rules_run_without_scipy():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+CEREBELLUM = 1
+
+
+def ellipsoid(shape, centre, radii) -> np.ndarray:
+    k, j, i = np.indices(shape)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip((k, j, i), centre, radii)) <= 1
+
+
+def test_a_second_mass_below_a_waist_is_cut_off_the_cerebellum():
+    """A cerebellum-shaped mass (K 30-46) joined through a narrow stalk to a neck column below
+    (K 0-26), as the networks draw it with the neck in view: only the upper mass stays."""
+    shape = (50, 40, 40)
+    upper = ellipsoid(shape, (38, 26, 20), (8, 9, 15))
+    column = ellipsoid(shape, (12, 24, 20), (14, 8, 10))
+    stalk = np.zeros(shape, bool)
+    stalk[24:32, 23:26, 19:22] = True
+    labels = np.zeros(shape, np.uint8)
+    labels[upper | column | stalk] = CEREBELLUM
+    labels[47:49, 10:30, 10:30] = 4  # a tentorium above: never touched
+    out = cerebellum_above_waist(labels, CEREBELLUM)
+    assert (out[upper] == CEREBELLUM).all()
+    assert not (out[column] == CEREBELLUM).any()
+    assert np.array_equal(out == 4, labels == 4)
+    # in the pipeline's rules too, when the cerebellum is segmented; not when it is not
+    grid = sitk.Image(shape[::-1], sitk.sitkUInt8)
+    assert np.array_equal(apply_anatomy_rules(labels, grid, [CEREBELLUM, 4]), out)
+    assert np.array_equal(apply_anatomy_rules(labels, grid, [4]), labels)
+
+
+def test_a_whole_cerebellum_and_a_thin_tail_are_left_alone():
+    """One mass narrowing to the tonsils; a thin tail below it (under the lower-mass share); a
+    mass whose narrowing stays above the waist fraction: nothing is cut."""
+    shape = (50, 40, 40)
+    whole = ellipsoid(shape, (30, 26, 20), (10, 9, 15))
+    labels = np.where(whole, CEREBELLUM, 0).astype(np.uint8)
+    assert np.array_equal(cerebellum_above_waist(labels, CEREBELLUM), labels)
+    tail = labels.copy()
+    tail[12:21, 25:28, 19:22] = CEREBELLUM  # 81 voxels, far below 10 % of the mass
+    assert np.array_equal(cerebellum_above_waist(tail, CEREBELLUM), tail)
+    # two masses joined by a broad neck (half the largest cross-section): one structure
+    broad = np.zeros(shape, np.uint8)
+    lower = ellipsoid(shape, (14, 26, 20), (8, 9, 15))
+    broad[whole | lower] = CEREBELLUM
+    bridge = ellipsoid(shape, (21, 26, 20), (4, 9, 15))
+    broad[bridge] = CEREBELLUM
+    areas = (broad == CEREBELLUM).sum(axis=(1, 2))
+    assert areas[18:25].min() > CEREBELLUM_WAIST_FRACTION * areas.max()
+    assert np.array_equal(cerebellum_above_waist(broad, CEREBELLUM), broad)
+    assert np.array_equal(cerebellum_above_waist(np.zeros(shape, np.uint8), CEREBELLUM), np.zeros(shape, np.uint8))
+
+
+def test_no_ventricles_below_the_cerebellum():
+    """The fourth ventricle in front of the cerebellum stays; 'ventricles' in the spinal canal
+    below the cerebellum's lowest slice go; without a cerebellum nothing changes."""
+    shape = (50, 40, 40)
+    labels = np.zeros(shape, np.uint8)
+    labels[ellipsoid(shape, (30, 28, 20), (10, 8, 15))] = CEREBELLUM
+    labels[26:34, 18:21, 19:22] = VENTRICLES  # fourth ventricle, in front
+    labels[5:19, 22:25, 19:22] = VENTRICLES  # spinal canal, below
+    out = ventricles_above_cerebellum_base(labels, CEREBELLUM, VENTRICLES)
+    assert (out[26:34, 18:21, 19:22] == VENTRICLES).all()
+    assert not (out[:20] == VENTRICLES).any()
+    assert np.array_equal(out[labels != VENTRICLES], labels[labels != VENTRICLES])
+    no_cerebellum = np.where(labels == CEREBELLUM, 0, labels).astype(np.uint8)
+    assert np.array_equal(ventricles_above_cerebellum_base(no_cerebellum, CEREBELLUM, VENTRICLES), no_cerebellum)
+    grid = sitk.Image(shape[::-1], sitk.sitkUInt8)
+    assert np.array_equal(apply_anatomy_rules(labels, grid, [CEREBELLUM, VENTRICLES]), out)
+    assert np.array_equal(apply_anatomy_rules(labels, grid, [VENTRICLES]), labels)

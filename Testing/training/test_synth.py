@@ -246,3 +246,83 @@ def test_synth_command_sets_the_concealment_and_refuses_a_bad_probability(tmp_pa
 
     assert np.array_equal(t2("0"), t2("api"))
     assert not np.array_equal(t2("0"), t2("1"))
+
+
+def head_map(direction_z: float = 1.0) -> sitk.Image:
+    """A cylinder 'head' reaching the lowest slice, a brainstem column at its back, a cerebellum above."""
+    array = np.zeros((SIZE, SIZE, SIZE), np.uint8)
+    kk, jj, ii = np.indices(array.shape)
+    array[(jj - 20) ** 2 + (ii - 20) ** 2 <= 15**2] = synth.TISSUE_VALUE["scalp"]
+    array[(kk >= 4) & ((jj - 26) ** 2 + (ii - 20) ** 2 <= 3**2)] = synth.TISSUE_VALUE["brainstem"]
+    array[(kk >= 10) & (kk < 20) & ((jj - 20) ** 2 + (ii - 20) ** 2 <= 8**2)] = synth.TISSUE_VALUE["cerebellar_cortex"]
+    if direction_z < 0:  # the same head stored top slice first (index grows towards the feet)
+        array = array[::-1]
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, direction_z))
+    image.SetOrigin((-40.0, -40.0, -40.0 if direction_z > 0 else 38.0))
+    return image
+
+
+NECK_CLASSES = {synth.TISSUE_VALUE[k] for k in ("air", "scalp", "skull", "csf", "brainstem")}
+
+
+@pytest.mark.parametrize("direction_z", [1.0, -1.0])
+def test_a_neck_extends_the_map_downwards_and_leaves_the_head_where_it_was(direction_z):
+    tissue = head_map(direction_z)
+    neck = synth.add_neck(tissue, 30.0, np.random.default_rng(0), taper=(0.6, 0.6))
+    assert neck.GetSize() == (SIZE, SIZE, SIZE + 15)
+    assert neck.GetSpacing() == tissue.GetSpacing() and neck.GetDirection() == tissue.GetDirection()
+    # the head, found by physical position, is unchanged
+    back = sitk.Resample(neck, tissue, sitk.Transform(), sitk.sitkNearestNeighbor, 99)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(tissue))
+    lowest_z = min(neck.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in (0, SIZE + 14))
+    assert lowest_z == pytest.approx(-40.0 - 30.0)
+    # the new slices: neck classes only (no target), narrowing to the taper's area, the cord under the brainstem
+    array = sitk.GetArrayFromImage(neck)
+    new = array[:15] if direction_z > 0 else array[SIZE:]
+    deepest = new[0] if direction_z > 0 else new[-1]
+    assert set(np.unique(new).tolist()) <= NECK_CLASSES
+    assert set(np.unique(new).tolist()) >= NECK_CLASSES - {synth.TISSUE_VALUE["air"]}
+    head_area = (sitk.GetArrayFromImage(tissue)[0 if direction_z > 0 else -1] > 0).sum()
+    assert (deepest > 0).sum() / head_area == pytest.approx(0.36, abs=0.08)
+    cord = np.argwhere(deepest == synth.TISSUE_VALUE["brainstem"]).mean(0)
+    assert np.allclose(cord, (26, 20), atol=1.0)
+
+
+def test_the_neck_is_drawn_at_its_rate_and_never_changes_the_labels_of_the_head():
+    tissue = head_map()
+    plain_images, plain_label = synth.synthesize(tissue, np.random.default_rng([1, 0]), PLAIN)
+    with_neck = dataclasses.replace(PLAIN, neck_probability=1.0, neck_mm=(40.0, 40.0))
+    images, label = synth.synthesize(tissue, np.random.default_rng([1, 0]), with_neck)
+    assert label.GetSize() == (SIZE, SIZE, SIZE + 20) and images["t1"].GetSize() == label.GetSize()
+    assert np.array_equal(sitk.GetArrayFromImage(label)[20:], sitk.GetArrayFromImage(plain_label))
+    assert not sitk.GetArrayFromImage(label)[:20].any()  # nothing in the neck is a target
+    never = synth.synthesize(tissue, np.random.default_rng([1, 0]), dataclasses.replace(with_neck, neck_probability=0.0))
+    assert np.array_equal(sitk.GetArrayFromImage(never[0]["ct"]), sitk.GetArrayFromImage(plain_images["ct"]))
+    rate = dataclasses.replace(PLAIN, neck_probability=0.5, neck_mm=(10.0, 10.0))
+    sizes = [synth.synthesize(tissue, np.random.default_rng([9, n]), rate, channels=("ct",))[1].GetSize()[2]
+             for n in range(40)]
+    assert 12 <= sizes.count(SIZE + 5) <= 28 and set(sizes) == {SIZE, SIZE + 5}
+
+
+def test_a_neck_needs_a_head_in_the_lowest_slice():
+    array = sitk.GetArrayFromImage(head_map())
+    array[:3] = 0
+    cut = sitk.GetImageFromArray(array)
+    cut.CopyInformation(head_map())
+    with pytest.raises(ValueError, match="lowest slice holds no head"):
+        synth.add_neck(cut, 20.0, np.random.default_rng(0))
+
+
+def test_synth_command_refuses_a_bad_neck_probability(tmp_path, capsys):
+    from brainbarriers_training.cli import main
+
+    path = tmp_path / "tissue.nrrd"
+    sitk.WriteImage(head_map(), str(path))
+    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "bad"), "--neck", "-0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--neck must lie in [0, 1]" in err
+    assert not (tmp_path / "bad").exists()
+    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "ok"), "--count", "1", "--neck", "1"]) == 0
+    assert sitk.ReadImage(str(tmp_path / "ok/002/002_t1.mha")).GetSize()[2] > SIZE

@@ -183,3 +183,32 @@ def test_samples_do_not_depend_on_loader_workers(prepared):
         batches.append([b for b in loader])
     for (x0, y0), (x2, y2) in zip(*batches):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+def test_train_coarse_continues_from_given_weights_and_refuses_ones_that_do_not_fit(prepared, tmp_path):
+    """--init-from: the first step starts from the given weights (its loss is theirs, not a fresh
+    network's); a missing, damaged or mismatched file is a one-line error before any training."""
+    _, cache, _ = prepared
+    config = write_config(tiny_config(train={"epochs": 2, "iterations_per_epoch": 3, "checkpoint_every_steps": 0,
+                                             "optimizer": {"name": "adamw", "lr": 0.02}},
+                                      coarse={"box_checkpoints": []}), tmp_path / "tiny.json")
+    common = ["train-coarse", "--config", str(config), "--cache", str(cache), "--threads", "1"]
+    r = run_training_cli([*common, "--workdir", str(tmp_path / "first")])
+    assert r.returncode == 0, r.stderr
+    trained = tmp_path / "first/coarse/final.safetensors"
+    r = run_training_cli([*common, "--workdir", str(tmp_path / "again"), "--init-from", str(trained)])
+    assert r.returncode == 0, r.stderr
+    first, again = read_log(tmp_path / "first/coarse"), read_log(tmp_path / "again/coarse")
+    assert again[0]["loss"] < 0.9 * first[0]["loss"]  # a trained start, not a random one
+
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(trained.read_bytes()[:100])
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(3)}, str(other))
+    for path, words in [(tmp_path / "none.safetensors", "is not a file"), (damaged, "not a readable safetensors"),
+                        (other, "do not fit the recipe's network")]:
+        r = run_training_cli([*common, "--workdir", str(tmp_path / path.stem), "--init-from", str(path)])
+        assert r.returncode == 2 and words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+        assert not (tmp_path / path.stem / "coarse/final.safetensors").exists()
