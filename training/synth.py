@@ -72,7 +72,13 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue(11, "falx", 2, (40, 150), (0.0, 0.45), (0.0, 0.35), ("csf", "cortex")),
     Tissue(12, "sinus", 3, (35, 80), (0.0, 1.0), (0.0, 0.7), ("csf", "skull", "cortex")),
     Tissue(13, "tentorium", 4, (40, 150), (0.0, 0.45), (0.0, 0.35), ("csf", "cortex", "cerebellar_cortex")),
+    # the neck's own classes (add_neck); drawn after the head's so that heads without a neck keep
+    # the random streams, and so the images, of data sets drawn before these classes existed
+    Tissue(14, "muscle", 0, (35, 65), (0.2, 0.55), (0.15, 0.45)),
+    Tissue(15, "fat", 0, (-120, -70), (0.7, 1.0), (0.5, 0.9)),
 )
+#: The classes before the neck's (see above).
+HEAD_CLASSES = 14
 TISSUE_VALUE = {t.key: t.value for t in TISSUES}
 #: tissue value -> ABCs task-1 label
 TASK1_LUT = np.array([t.label for t in TISSUES], np.uint8)
@@ -104,12 +110,16 @@ class SynthParams:
     neck_probability: float = 0.0  # probability of a neck below the map (see add_neck); 0 keeps older data sets
     neck_mm: tuple[float, float] = (20.0, 110.0)  # its length
     neck_taper: tuple[float, float] = (0.55, 0.8)  # its cross-section against the map's lowest slice
+    neck_mimic: float = 0.5  # probability, per channel, that neck muscle takes the cerebellar cortex's intensity
 
 
 #: In-plane anatomy of the neck, mm: (cord radius, canal radius, arch thickness, vertebral body
 #: radius, body centre in front of the cord, airway radius, airway centre in front of the cord).
 #: Each is scaled by a random factor per neck.
 NECK_ANATOMY_MM = (4.5, 8.0, 4.0, 10.0, 20.0, 6.0, 42.0)
+#: Skin (scalp class) and the range of the subcutaneous fat's thickness under it, mm.
+NECK_SKIN_MM = 2.0
+NECK_FAT_MM = (3.0, 10.0)
 #: Over this length the neck's cross-section narrows from the map's lowest slice to its taper.
 NECK_TAPER_MM = 30.0
 
@@ -130,14 +140,23 @@ def _in_plane_anterior(image: sitk.Image, axis: int) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-9)
 
 
+def _depth_mm(mask: np.ndarray, spacing_mm: np.ndarray) -> np.ndarray:
+    """Per pixel of a 2D mask, its distance (mm) inside from the mask's edge (<= 0 outside)."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing([float(v) for v in spacing_mm[::-1]])
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=True, squaredDistance=False, useImageSpacing=True)
+    return sitk.GetArrayFromImage(distance)
+
+
 def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
              taper: tuple[float, float] = SynthParams.neck_taper) -> sitk.Image:
     """The tissue map extended ``length_mm`` downwards with a neck; the head itself is unchanged.
 
     The neck's cross-section is the map's lowest head slice narrowed about the spinal cord (below the
     brainstem's lowest slice) to a random fraction in ``taper`` over NECK_TAPER_MM. Inside it is
-    scalp-class soft tissue with, from the cord forwards: the cord (brainstem class) in a CSF canal,
-    a bony arch around the canal and a vertebral body in front of it (skull class), and the airway.
+    muscle with, from the cord forwards: the cord (brainstem class) in a CSF canal, a bony arch
+    around the canal and a vertebral body in front of it (skull class), and the airway; under the
+    skin (scalp class, NECK_SKIN_MM) a layer of fat of random thickness (NECK_FAT_MM).
     """
     axis, up = _superior_axis(tissue_map)
     spacing_xyz = np.array(tissue_map.GetSpacing())
@@ -158,6 +177,7 @@ def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
     sizes = np.array(NECK_ANATOMY_MM) * rng.uniform(0.8, 1.2, len(NECK_ANATOMY_MM))
     r_cord, r_canal, arch, r_body, body_at, r_air, air_at = sizes
     narrowest = rng.uniform(*taper)
+    fat_mm = rng.uniform(*NECK_FAT_MM)
 
     grid = np.indices(head.shape).astype(float)
     offset = grid - cord[:, None, None]
@@ -166,7 +186,7 @@ def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
         centre = forward * centre_mm / float(np.mean(plane_mm))
         return np.sqrt((((offset - centre[:, None, None]) * plane_mm[:, None, None]) ** 2).sum(0)) <= radius_mm
 
-    columns = np.full(head.shape, TISSUE_VALUE["scalp"], np.uint8)
+    columns = np.full(head.shape, TISSUE_VALUE["muscle"], np.uint8)
     columns[within(body_at, r_body) | within(0.0, r_canal + arch)] = TISSUE_VALUE["skull"]
     columns[within(0.0, r_canal)] = TISSUE_VALUE["csf"]
     columns[within(0.0, r_cord)] = TISSUE_VALUE["brainstem"]
@@ -179,7 +199,11 @@ def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
         ok = np.all((source >= 0) & (source < np.array(head.shape)[:, None, None]), axis=0)
         section = np.zeros(head.shape, bool)
         section[ok] = head[source[0][ok], source[1][ok]]
-        neck[n - 1 - d][section] = columns[section]
+        layers = columns.copy()  # under the skin a layer of fat, then muscle around the spine
+        depth = _depth_mm(section, plane_mm)
+        layers[(depth <= NECK_SKIN_MM + fat_mm) & (layers == TISSUE_VALUE["muscle"])] = TISSUE_VALUE["fat"]
+        layers[depth <= NECK_SKIN_MM] = TISSUE_VALUE["scalp"]
+        neck[n - 1 - d][section] = layers[section]
     extended = np.concatenate([neck, array])
     if up < 0:
         extended = extended[::-1]
@@ -215,10 +239,10 @@ def random_pose(reference: sitk.Image, rng: np.random.Generator, p: SynthParams)
     return sitk.CompositeTransform([affine, bspline])
 
 
-def _draw_means(rng: np.random.Generator, channel: str, p: SynthParams) -> np.ndarray:
+def _draw_means(rng: np.random.Generator, channel: str, p: SynthParams, tissues: tuple[Tissue, ...]) -> np.ndarray:
     if channel != "ct" and rng.random() < p.random_contrast:
-        return rng.uniform(0.0, 1.0, len(TISSUES))
-    return np.array([rng.uniform(*getattr(t, channel)) for t in TISSUES])
+        return rng.uniform(0.0, 1.0, len(tissues))
+    return np.array([rng.uniform(*getattr(t, channel)) for t in tissues])
 
 
 def _smooth(image: sitk.Image, sigma_mm: np.ndarray) -> sitk.Image:
@@ -267,11 +291,22 @@ def draw_stand_ins(rng: np.random.Generator, p: SynthParams = SynthParams()) -> 
 
 
 def draw_channel(tissue: np.ndarray, reference: sitk.Image, channel: str, rng: np.random.Generator,
-                 p: SynthParams = SynthParams(), stand_ins: dict[int, int] | None = None) -> np.ndarray:
+                 p: SynthParams = SynthParams(), stand_ins: dict[int, int] | None = None,
+                 neck_rng: np.random.Generator | None = None) -> np.ndarray:
     """One channel (``ct``, ``t1`` or ``t2``) drawn from a (deformed) tissue array on ``reference``;
-    each class in ``stand_ins`` is drawn with its stand-in's mean and spread (see ``draw_stand_ins``)."""
-    means = _draw_means(rng, channel, p)
-    spreads = rng.uniform(*(p.ct_spread_hu if channel == "ct" else p.mr_spread), len(TISSUES))
+    each class in ``stand_ins`` is drawn with its stand-in's mean and spread (see ``draw_stand_ins``).
+    The neck classes' means and spreads come from ``neck_rng`` (default: ``rng``, after the head's);
+    with ``neck_mimic`` probability neck muscle looks like cerebellar cortex, so that a network
+    has to tell them apart by shape and place."""
+    spread_range = p.ct_spread_hu if channel == "ct" else p.mr_spread
+    means = _draw_means(rng, channel, p, TISSUES[:HEAD_CLASSES])
+    spreads = rng.uniform(*spread_range, HEAD_CLASSES)
+    neck = rng if neck_rng is None else neck_rng
+    means = np.concatenate([means, _draw_means(neck, channel, p, TISSUES[HEAD_CLASSES:])])
+    spreads = np.concatenate([spreads, neck.uniform(*spread_range, len(TISSUES) - HEAD_CLASSES)])
+    if neck.random() < p.neck_mimic:
+        muscle, cerebellum = TISSUE_VALUE["muscle"], TISSUE_VALUE["cerebellar_cortex"]
+        means[muscle], spreads[muscle] = means[cerebellum], spreads[cerebellum]
     for value, stand_in in (stand_ins or {}).items():
         means[value], spreads[value] = means[stand_in], spreads[stand_in]
     array = (means[tissue] + spreads[tissue] * rng.standard_normal(tissue.shape)).astype(np.float32)
@@ -305,7 +340,7 @@ def synthesize(tissue_map: sitk.Image, rng: np.random.Generator, p: SynthParams 
     tissue = sitk.GetArrayFromImage(moved).astype(np.intp)
     images = {}
     for channel in channels:
-        array = draw_channel(tissue, tissue_map, channel, rng, p, draw_stand_ins(hide, p))
+        array = draw_channel(tissue, tissue_map, channel, rng, p, draw_stand_ins(hide, p), neck)
         if channel == "ct":
             out = sitk.GetImageFromArray(np.round(array).astype(np.int16))
         else:

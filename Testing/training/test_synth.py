@@ -29,7 +29,8 @@ def block_map() -> sitk.Image:
 PLAIN = synth.SynthParams(rotation_degrees=0, scales=(1, 1), shear=0, translation_mm=0, elastic_max_mm=0,
                           random_contrast=0.0, mr_spread=(0, 0), ct_spread_hu=(0, 0),
                           partial_volume_sigma_mm=(0, 0), resolution_mm=(0.5, 0.5), thick_slice_probability=0,
-                          bias_std=0, mr_noise=(0, 0), ct_noise_hu=(0, 0), log_gamma_std=0, conceal_thin=0.0)
+                          bias_std=0, mr_noise=(0, 0), ct_noise_hu=(0, 0), log_gamma_std=0, conceal_thin=0.0,
+                          neck_mimic=0.0)
 THIN = [t for t in synth.TISSUES if t.stand_ins]
 
 
@@ -222,7 +223,7 @@ def test_synth_command_refuses_a_map_with_unknown_classes(tmp_path, capsys):
     sitk.WriteImage(sitk.GetImageFromArray(bad), str(path))
     assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "tissue values must lie in 0..13" in err
+    assert err.count("\n") == 0 and "tissue values must lie in 0..15" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -264,7 +265,7 @@ def head_map(direction_z: float = 1.0) -> sitk.Image:
     return image
 
 
-NECK_CLASSES = {synth.TISSUE_VALUE[k] for k in ("air", "scalp", "skull", "csf", "brainstem")}
+NECK_CLASSES = {synth.TISSUE_VALUE[k] for k in ("air", "scalp", "skull", "csf", "brainstem", "muscle", "fat")}
 
 
 @pytest.mark.parametrize("direction_z", [1.0, -1.0])
@@ -326,3 +327,28 @@ def test_synth_command_refuses_a_bad_neck_probability(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "ok"), "--count", "1", "--neck", "1"]) == 0
     assert sitk.ReadImage(str(tmp_path / "ok/002/002_t1.mha")).GetSize()[2] > SIZE
+
+
+@pytest.mark.parametrize("channel", ["ct", "t1"])
+def test_neck_muscle_mimics_the_cerebellar_cortex_at_its_rate(channel):
+    tissue = block_map()
+    array = sitk.GetArrayFromImage(tissue).astype(np.intp)
+    muscle, cortex = array == synth.TISSUE_VALUE["muscle"], array == synth.TISSUE_VALUE["cerebellar_cortex"]
+    same = 0
+    for seed in range(40):
+        image = synth.draw_channel(array, tissue, channel, np.random.default_rng(seed),
+                                   dataclasses.replace(PLAIN, neck_mimic=0.5))
+        same += bool(np.isclose(image[muscle].mean(), image[cortex].mean(), atol=1e-5))
+    assert 10 <= same <= 30
+    never = [synth.draw_channel(array, tissue, channel, np.random.default_rng(seed), PLAIN) for seed in range(10)]
+    assert not any(np.isclose(i[muscle].mean(), i[cortex].mean(), atol=1e-5) for i in never)
+
+
+def test_the_neck_has_skin_fat_and_muscle_from_the_outside_in():
+    neck = sitk.GetArrayFromImage(synth.add_neck(head_map(), 30.0, np.random.default_rng(2), taper=(0.8, 0.8)))
+    deepest = neck[0]
+    row = deepest[20, :]  # across the neck at the cord's height, from the right edge inwards
+    inside = np.flatnonzero(row > 0)
+    first = row[inside[0]:inside[0] + 6].tolist()
+    assert first[0] == synth.TISSUE_VALUE["scalp"] and synth.TISSUE_VALUE["fat"] in first
+    assert first[-1] == synth.TISSUE_VALUE["muscle"]  # then muscle, around the spine
