@@ -259,14 +259,13 @@ def run(args) -> int:
         from .synth import SynthParams, write_cases
 
         params = SynthParams()
-        if args.conceal_thin is not None:
-            if not 0.0 <= args.conceal_thin <= 1.0:
-                raise ValueError(f"--conceal-thin must lie in [0, 1], got {args.conceal_thin}")
-            params = replace(params, conceal_thin=args.conceal_thin)
-        if args.neck is not None:
-            if not 0.0 <= args.neck <= 1.0:
-                raise ValueError(f"--neck must lie in [0, 1], got {args.neck}")
-            params = replace(params, neck_probability=args.neck)
+        for option, value, field in (("--conceal-thin", args.conceal_thin, "conceal_thin"),
+                                     ("--neck", args.neck, "neck_probability")):
+            if value is None:
+                continue
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{option} must lie in [0, 1], got {value}")
+            params = replace(params, **{field: value})
         ids = write_cases(args.tissue, args.out, args.count, args.seed, args.first_id, args.overwrite, params)
         print(f"wrote {len(ids)} synthetic cases to {args.out} ({ids[0]}..{ids[-1]})" if ids else "wrote nothing")
         return 0

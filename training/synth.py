@@ -126,9 +126,10 @@ NECK_TAPER_MM = 30.0
 
 def _superior_axis(image: sitk.Image) -> tuple[int, int]:
     """(numpy axis nearest to head-foot, +1 if the index grows towards the head (LPS +z) else -1)."""
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    index_axis = int(np.argmax(np.abs(direction[2])))
-    return 2 - index_axis, int(np.sign(direction[2, index_axis]))
+    from brainbarriers.preprocessing import array_axis
+
+    axis = array_axis(image.GetDirection(), "IS")
+    return axis, int(np.sign(np.array(image.GetDirection()).reshape(3, 3)[2, 2 - axis]))
 
 
 def _in_plane_anterior(image: sitk.Image, axis: int) -> np.ndarray:
@@ -192,9 +193,8 @@ def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
     columns[within(0.0, r_cord)] = TISSUE_VALUE["brainstem"]
     columns[within(air_at, r_air)] = TISSUE_VALUE["air"]
 
-    neck = np.zeros((n, *head.shape), np.uint8)
-    for d in range(n):
-        scale = 1.0 - (1.0 - narrowest) * min(1.0, (d + 1) * step / NECK_TAPER_MM)
+    def cross_section(scale: float) -> np.ndarray:
+        """One slice of the neck: the lowest head slice narrowed by ``scale``, layered."""
         source = np.round(cord[:, None, None] + offset / scale).astype(int)
         ok = np.all((source >= 0) & (source < np.array(head.shape)[:, None, None]), axis=0)
         section = np.zeros(head.shape, bool)
@@ -203,7 +203,12 @@ def add_neck(tissue_map: sitk.Image, length_mm: float, rng: np.random.Generator,
         depth = _depth_mm(section, plane_mm)
         layers[(depth <= NECK_SKIN_MM + fat_mm) & (layers == TISSUE_VALUE["muscle"])] = TISSUE_VALUE["fat"]
         layers[depth <= NECK_SKIN_MM] = TISSUE_VALUE["scalp"]
-        neck[n - 1 - d][section] = layers[section]
+        return np.where(section, layers, TISSUE_VALUE["air"]).astype(np.uint8)
+
+    neck = np.zeros((n, *head.shape), np.uint8)
+    scales = [1.0 - (1.0 - narrowest) * min(1.0, (d + 1) * step / NECK_TAPER_MM) for d in range(n)]
+    for scale in set(scales):  # below the taper every slice is the same
+        neck[[n - 1 - d for d, s in enumerate(scales) if s == scale]] = cross_section(scale)
     extended = np.concatenate([neck, array])
     if up < 0:
         extended = extended[::-1]

@@ -229,14 +229,13 @@ def apply_anatomy_rules(labels: np.ndarray, grid: sitk.Image, values: list[int],
     the superior sagittal sinus in one piece (given the fine stage's ``probabilities``, fine-target
     key -> (box, foreground probability), holding the sagittal sinus's), no second mass of
     "cerebellum" below a waist, and no ventricles below the cerebellum."""
+    cerebellum, falx, ventricles = (output_label(k).value for k in ("cerebellum", "falx", "ventricles"))
     if channels is not None:
         labels = drop_outside_head(labels, channels, grid.GetSpacing())
-    cerebellum = output_label("cerebellum").value
     if cerebellum in values:
         labels = cerebellum_above_waist(labels, cerebellum)
-        if output_label("ventricles").value in values:
-            labels = ventricles_above_cerebellum_base(labels, cerebellum, output_label("ventricles").value)
-    falx, ventricles = output_label("falx").value, output_label("ventricles").value
+    if cerebellum in values and ventricles in values:
+        labels = ventricles_above_cerebellum_base(labels, cerebellum, ventricles)
     if falx in values and ventricles in values:
         labels = falx_above_ventricle_roof(labels, grid.GetSpacing(), falx, ventricles)
     if "sagittal_sinus" in (probabilities or {}):

@@ -227,15 +227,22 @@ def test_synth_command_refuses_a_map_with_unknown_classes(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_synth_command_sets_the_concealment_and_refuses_a_bad_probability(tmp_path, capsys):
+def refused_option(tmp_path, capsys, tissue: sitk.Image, option: str, value: str):
+    """Write ``tissue``, run ``synth`` with a bad ``option value``: exit 2, one line naming the
+    option's range, no output folder. Returns (cli main, the tissue map's path)."""
     from brainbarriers_training.cli import main
 
     path = tmp_path / "tissue.nrrd"
-    sitk.WriteImage(block_map(), str(path))
-    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "bad"), "--conceal-thin", "1.5"]) == 2
+    sitk.WriteImage(tissue, str(path))
+    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "bad"), option, value]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--conceal-thin must lie in [0, 1]" in err
+    assert err.count("\n") == 0 and f"{option} must lie in [0, 1]" in err
     assert not (tmp_path / "bad").exists()
+    return main, path
+
+
+def test_synth_command_sets_the_concealment_and_refuses_a_bad_probability(tmp_path, capsys):
+    main, path = refused_option(tmp_path, capsys, block_map(), "--conceal-thin", "1.5")
     for p in ("0", "1"):
         assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / p), "--count", "1",
                      "--conceal-thin", p]) == 0
@@ -317,14 +324,7 @@ def test_a_neck_needs_a_head_in_the_lowest_slice():
 
 
 def test_synth_command_refuses_a_bad_neck_probability(tmp_path, capsys):
-    from brainbarriers_training.cli import main
-
-    path = tmp_path / "tissue.nrrd"
-    sitk.WriteImage(head_map(), str(path))
-    assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "bad"), "--neck", "-0.1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--neck must lie in [0, 1]" in err
-    assert not (tmp_path / "bad").exists()
+    main, path = refused_option(tmp_path, capsys, head_map(), "--neck", "-0.1")
     assert main(["synth", "--tissue", str(path), "--out", str(tmp_path / "ok"), "--count", "1", "--neck", "1"]) == 0
     assert sitk.ReadImage(str(tmp_path / "ok/002/002_t1.mha")).GetSize()[2] > SIZE
 
