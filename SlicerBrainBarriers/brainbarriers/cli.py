@@ -41,6 +41,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cleanup", action="store_true",
                    help="keep every connected component and skip the anatomical rules (nothing outside the head, "
                         "the falx above the ventricles, the superior sagittal sinus joined into one vessel)")
+    p.add_argument("--no-atlas", action="store_true",
+                   help="with the neck in view, do not keep the structures' boxes near those of the registered atlas head")
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -159,7 +161,7 @@ def _segmenter(args, progress):
     options = SegmentOptions(
         structures=args.structures, quality=args.quality, register=args.register,
         check_alignment=not args.no_alignment_check, cleanup=not args.no_cleanup, precision=args.precision,
-        uncertainty=args.uncertainty,
+        uncertainty=args.uncertainty, atlas=not args.no_atlas,
     )
     return Segmenter(bundle, args.device, options, progress)
 

@@ -134,6 +134,11 @@ def grow_box(box: Box, size: tuple[int, int, int] | list[int], shape: tuple[int,
     return tuple(lo), tuple(hi)  # type: ignore[return-value]
 
 
+def union_box(a: Box, b: Box) -> Box:
+    """The smallest box holding both boxes."""
+    return (tuple(min(x, y) for x, y in zip(a[0], b[0])), tuple(max(x, y) for x, y in zip(a[1], b[1])))  # type: ignore[return-value]
+
+
 def box_slices(box: Box) -> tuple[slice, slice, slice]:
     return tuple(slice(a, b) for a, b in zip(*box))  # type: ignore[return-value]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from . import geometry, quality
+from . import atlas, geometry, quality
 from .anatomy_rules import apply_anatomy_rules
 from .bundles import Bundle
 from .bundles.manifest import SLICE_AXIS_NETWORKS
@@ -56,6 +56,9 @@ class SegmentOptions:
         batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
             batching does not add speed but adds memory).
         fine_boxes: model-grid boxes per fine target replacing the coarse stage's (benchmarks).
+        atlas: with the neck in view (the image reaching further below the top of the head than
+            the bundle's training heads, quality flag ``field_of_view``), keep each target's coarse
+            region inside its box from the registered atlas (``brainbarriers.atlas``).
     """
 
     structures: list[str] | None = None
@@ -67,6 +70,7 @@ class SegmentOptions:
     batch_size: int | None = None
     fine_boxes: dict[str, geometry.Box] | None = None
     uncertainty: bool = False
+    atlas: bool = True
 
 
 @dataclass
@@ -187,6 +191,40 @@ def coarse_boxes(
         boxes[t.key] = None if box is None else geometry.expand_box(geometry.map_box(box, coarse, grid),
                                                                     margins.get(t.key, 0), shape)
     return boxes, how
+
+
+def training_view_start(channels: np.ndarray, spacing_xyz: tuple[float, float, float],
+                        field_of_view: dict | None, margin_mm: float = quality.Thresholds().fov_margin_mm) -> int:
+    """With the neck in view, the lowest axial slice (K, inferior -> superior) of what a training
+    head would show: the image reaches more than ``margin_mm`` further below the top of the head
+    than the manifest's ``field_of_view`` maximum, and the slices further below than that maximum
+    are left out. 0 when the image is within the training range."""
+    below = (field_of_view or {}).get("below_head_top_mm")
+    extent = quality.extent_below_head_top(channels, spacing_xyz)
+    if extent is None or not below or extent <= below["max"] + margin_mm:
+        return 0
+    return int(round((extent - below["max"]) / spacing_xyz[2]))
+
+
+def register_atlas_to_case(channels: np.ndarray, grid: sitk.Image, modality_index: int, modality: str,
+                          start: int) -> sitk.Transform:
+    """The atlas -> case affine, registered on one input channel of the coarse ``grid`` with the
+    slices below ``start`` (the neck) blanked."""
+    case = channels[modality_index] - channels[modality_index].min()  # normalised inputs go below 0
+    case[:start] = 0.0
+    return atlas.register_atlas(geometry.array_to_image(case, grid), modality)
+
+
+def keep_in_zones(probabilities: np.ndarray, zones: dict[str, geometry.Box | None],
+                  targets: list[FineTarget]) -> np.ndarray:
+    """Coarse probabilities with each target's channel set to 0 outside its zone (in place)."""
+    for t in targets:
+        zone = zones.get(t.key)
+        outside = np.ones(probabilities.shape[1:], bool)
+        if zone is not None:
+            outside[geometry.box_slices(zone)] = False
+        probabilities[t.coarse_index][outside] = 0.0
+    return probabilities
 
 
 def paste_by_probability(
@@ -385,9 +423,31 @@ class Segmenter:
         spec = self.bundle.network_spec("coarse")
         probs = self.runner.predict(self.network("coarse"), prepared.coarse_channels, tuple(spec["max_crop"]),
                                     self._flip_axes())
-        boxes, how = coarse_boxes(probs, prepared.coarse_grid, prepared.grid, self.targets, margins)
-        notes = [f"{k}: coarse argmax region too small; box from its own coarse probability >= {FALLBACK_PROBABILITY}"
-                 for k, h in how.items() if h == "fallback"]
+        notes = []
+        coarse = prepared.coarse_grid
+        start = training_view_start(prepared.coarse_channels, coarse.GetSpacing(),
+                                    self.bundle.manifest.get("field_of_view")) if self.options.atlas else 0
+        if start:
+            self.progress("coarse", _STAGE_START["coarse"], "neck in view: placing the atlas")
+            used = next(m for m in self.bundle.modalities
+                        if prepared.coarse_channels[self.bundle.modalities.index(m)].any())
+            to_case = register_atlas_to_case(prepared.coarse_channels, coarse, self.bundle.modalities.index(used),
+                                             used, start)
+            placed = atlas.atlas_boxes()
+            zones = {t.key: atlas.mapped_box(placed[t.key], to_case, coarse, atlas.ZONE_MARGIN_MM) for t in self.targets}
+            probs = keep_in_zones(probs, zones, self.targets)
+            notes.append(f"neck in view: each structure's box covers its box on the atlas head (registered on {used}) "
+                         f"and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it")
+        boxes, how = coarse_boxes(probs, coarse, prepared.grid, self.targets, margins)
+        if start:  # the atlas's box, joined with what the coarse network found near it
+            shape = prepared.channels.shape[1:]
+            for t in self.targets:
+                core = atlas.mapped_box(placed[t.key], to_case, prepared.grid)
+                if core is not None:
+                    core = geometry.expand_box(core, margins.get(t.key, 0), shape)
+                    boxes[t.key] = core if boxes[t.key] is None else geometry.union_box(core, boxes[t.key])
+        notes += [f"{k}: coarse argmax region too small; box from its own coarse probability >= {FALLBACK_PROBABILITY}"
+                  for k, h in how.items() if h == "fallback"]
         if self.options.fine_boxes:
             boxes.update({k: v for k, v in self.options.fine_boxes.items() if k in boxes})
         return boxes, notes

@@ -1,0 +1,94 @@
+"""The localisation atlas: where each structure lies in a known head, for heads the coarse network
+cannot place on its own.
+
+The demo's coarse network learnt from heads whose images end a little below the cerebellum. With
+the neck in view it can take neck muscle for the posterior fossa (docs/demo.md). The atlas is the
+bundled sample head at 3.6 mm with the box of each structure's label on it
+(``scripts/build_atlas.py``). The pipeline registers it affinely to the case, using only as much of
+the case below the top of the head as the training heads showed, and keeps each target's coarse
+region inside its atlas box mapped onto the case and widened by ``ZONE_MARGIN_MM``
+(``Segmenter.localise``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .geometry import Box
+
+ATLAS_DIR = Path(__file__).with_name("atlas")
+ATLAS_SPACING_MM = 3.6
+BOXES_FILE = "boxes.json"
+#: How far (mm) a structure may lie outside its mapped atlas box: heads differ in shape beyond what
+#: an affine map follows, and the sample's constructed labels are not expert contours.
+ZONE_MARGIN_MM = 15.0
+
+
+@cache
+def atlas_image(modality: str) -> sitk.Image:
+    """The atlas head's ``modality`` image ("ct", "t1" or "t2"), shifted to a minimum of 0 (air)
+    so that its centre of mass is the head's."""
+    image = sitk.ReadImage(str(ATLAS_DIR / f"{modality}.nii.gz"), sitk.sitkFloat32)
+    return image - float(sitk.GetArrayViewFromImage(image).min())
+
+
+@cache
+def atlas_boxes() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Per fine target: its LPS box (mm) on the atlas head, (min corner, max corner)."""
+    raw = json.loads((ATLAS_DIR / BOXES_FILE).read_text(encoding="utf-8"))
+    return {key: (tuple(lo), tuple(hi)) for key, (lo, hi) in raw.items()}
+
+
+def register_atlas(case: sitk.Image, modality: str) -> sitk.Transform:
+    """Affine transform mapping atlas points into ``case`` (one input, at least 0, and 0 where it
+    should not count): Mattes mutual information, rigid -> similarity -> affine, from the centres
+    of mass."""
+    fixed, moving = atlas_image(modality), sitk.Cast(case, sitk.sitkFloat32)
+    transform: sitk.Transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
+        if kind is not sitk.Euler3DTransform:
+            transform = _promote(transform, kind)
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(0.25, seed=7)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=100,
+                                                     relaxationFactor=0.6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([2, 1])
+        reg.SetSmoothingSigmasPerLevel([1, 0])
+        reg.SetInitialTransform(transform, inPlace=True)
+        reg.Execute(fixed, moving)
+    return transform
+
+
+def _promote(transform: sitk.Transform, kind: type) -> sitk.Transform:
+    """The same map as a transform of the next, more general ``kind``."""
+    out = sitk.AffineTransform(3) if kind is sitk.AffineTransform else kind()
+    out.SetCenter(transform.GetCenter())
+    out.SetMatrix(transform.GetMatrix())
+    out.SetTranslation(transform.GetTranslation())
+    return out
+
+
+def mapped_box(box: tuple[tuple[float, ...], tuple[float, ...]], transform: sitk.Transform, grid: sitk.Image,
+               margin_mm: float = 0.0) -> Box | None:
+    """The ``grid`` array box (K, J, I) covering an atlas LPS box mapped through ``transform`` and
+    widened by ``margin_mm``; None when it falls outside the grid."""
+    corners = [transform.TransformPoint(c) for c in itertools.product(*zip(*box))]
+    index = np.array([grid.TransformPhysicalPointToContinuousIndex(c) for c in corners])  # (8, 3) i, j, k
+    pad = margin_mm / np.array(grid.GetSpacing())
+    size = np.array(grid.GetSize())
+    lo = np.clip(np.floor(index.min(0) - pad + 0.5).astype(int), 0, size)
+    hi = np.clip(np.ceil(index.max(0) + pad - 0.5).astype(int) + 1, 0, size)
+    if np.any(hi <= lo):
+        return None
+    return (int(lo[2]), int(lo[1]), int(lo[0])), (int(hi[2]), int(hi[1]), int(hi[0]))
