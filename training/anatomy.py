@@ -44,9 +44,11 @@ def head_extent(image: sitk.Image, to_image: sitk.Transform | None = None) -> tu
 
 
 def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np.ndarray,
-                   to_image: sitk.Transform | None = None) -> dict[str, float]:
+                   to_image: sitk.Transform | None = None,
+                   cerebellum_label: np.ndarray | None = None) -> dict[str, float]:
     """Figures of one segmented head (``labels`` on the grid of ``image`` and of the ventricle mask;
-    ``to_image``: the MNI -> image affine of a head not in MNI pose).
+    ``to_image``: the MNI -> image affine of a head not in MNI pose; ``cerebellum_label``: an
+    independent cerebellum mask, when the head has one, for the share of it that was found).
 
     Fractions are of the head's bounding box: x 0 right .. 1 left, y 0 anterior .. 1 posterior,
     z 0 inferior .. 1 superior.
@@ -90,6 +92,8 @@ def anatomy_report(labels: sitk.Image, image: sitk.Image, lateral_ventricles: np
         out["vertex_sinus_largest_fraction"] = float(sizes.max() / vertex.sum())
         largest = lps_points(labels, components == np.argmax(sizes) + 1, to_image)
         out["vertex_sinus_span"] = float((largest[:, 1].max() - largest[:, 1].min()) / size[1])
+    if cerebellum_label is not None and cerebellum_label.any():
+        out["cerebellum_label_covered"] = float(cerebellum[cerebellum_label].mean())
     return out
 
 

@@ -70,6 +70,7 @@ def test_every_resource_is_listed(listed):
     assert _files("brainbarriers/**/*.json") <= resources
     models = {f for f in _files("brainbarriers/models/**/*") if not f.endswith((".py", ".pyc"))}
     assert models <= resources
+    assert _files("brainbarriers/atlas/*") <= resources and "brainbarriers/atlas/t1.nii.gz" in resources
     for rel in resources:
         assert (MODULE / rel).is_file(), rel
 
