@@ -1,0 +1,36 @@
+"""scripts/reissue_bundle.py: a new model card and version for the same weights, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from brainbarriers.bundles import load_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo"
+
+
+def _reissue(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts/reissue_bundle.py"), str(DEMO), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_weights_travel_unchanged_and_the_card_and_version_are_new(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# brainbarriers-demo 9.9.9: model card\n\nRe-measured.\n", encoding="utf-8")
+    out = tmp_path / "bundle"
+    run = _reissue("--version", "9.9.9", "--model-card", str(card), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    old = {e["path"]: e["sha256"] for e in json.loads((DEMO / "manifest.json").read_text())["files"]}
+    bundle = load_bundle(out)  # verifies every file against the new manifest
+    new = {e["path"]: e["sha256"] for e in bundle.manifest["files"]}
+    assert set(new) == set(old)
+    assert all(new[p] == old[p] for p in old if p.endswith(".safetensors") or p == "LICENSE")
+    assert new["MODEL_CARD.md"] != old["MODEL_CARD.md"] and (out / "MODEL_CARD.md").read_text() == card.read_text()
+    assert bundle.version == "9.9.9" and "9.9.9" in bundle.manifest["description"]
+
+    again = _reissue("--version", "9.9.9", "--model-card", str(card), "--out", str(out))
+    assert again.returncode == 2 and "exists" in again.stderr and not again.stdout
