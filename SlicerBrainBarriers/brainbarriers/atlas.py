@@ -25,6 +25,9 @@ from .geometry import Box
 ATLAS_DIR = Path(__file__).with_name("atlas")
 ATLAS_SPACING_MM = 3.6
 BOXES_FILE = "boxes.json"
+#: Linear size of an adult head against the atlas head that an affine map may claim (the cube
+#: root of its determinant); outside it the registration has failed, not found a giant.
+PLAUSIBLE_SCALE = (0.7, 1.4)
 #: How far (mm) a structure may lie outside its mapped atlas box: heads differ in shape beyond what
 #: an affine map follows, and the sample's constructed labels are not expert contours.
 ZONE_MARGIN_MM = 15.0
@@ -68,6 +71,12 @@ def register_atlas(case: sitk.Image, modality: str) -> sitk.Transform:
         reg.SetInitialTransform(transform, inPlace=True)
         reg.Execute(fixed, moving)
     return transform
+
+
+def plausible(transform: sitk.Transform) -> bool:
+    """Whether an atlas -> case affine keeps the head's size within ``PLAUSIBLE_SCALE`` and its handedness."""
+    determinant = float(np.linalg.det(np.array(transform.GetMatrix()).reshape(3, 3)))
+    return determinant > 0 and PLAUSIBLE_SCALE[0] <= determinant ** (1 / 3) <= PLAUSIBLE_SCALE[1]
 
 
 def _promote(transform: sitk.Transform, kind: type) -> sitk.Transform:

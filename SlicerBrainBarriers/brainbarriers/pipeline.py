@@ -427,19 +427,17 @@ class Segmenter:
         coarse = prepared.coarse_grid
         start = training_view_start(prepared.coarse_channels, coarse.GetSpacing(),
                                     self.bundle.manifest.get("field_of_view")) if self.options.atlas else 0
+        to_case = None
         if start:
             self.progress("coarse", _STAGE_START["coarse"], "neck in view: placing the atlas")
-            used = next(m for m in self.bundle.modalities
-                        if prepared.coarse_channels[self.bundle.modalities.index(m)].any())
-            to_case = register_atlas_to_case(prepared.coarse_channels, coarse, self.bundle.modalities.index(used),
-                                             used, start)
+            to_case, note = self.place_atlas(prepared, start)
+            notes.append(note)
             placed = atlas.atlas_boxes()
+        if to_case is not None:
             zones = {t.key: atlas.mapped_box(placed[t.key], to_case, coarse, atlas.ZONE_MARGIN_MM) for t in self.targets}
             probs = keep_in_zones(probs, zones, self.targets)
-            notes.append(f"neck in view: each structure's box covers its box on the atlas head (registered on {used}) "
-                         f"and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it")
         boxes, how = coarse_boxes(probs, coarse, prepared.grid, self.targets, margins)
-        if start:  # the atlas's box, joined with what the coarse network found near it
+        if to_case is not None:  # the atlas's box, joined with what the coarse network found near it
             shape = prepared.channels.shape[1:]
             for t in self.targets:
                 core = atlas.mapped_box(placed[t.key], to_case, prepared.grid)
@@ -451,6 +449,23 @@ class Segmenter:
         if self.options.fine_boxes:
             boxes.update({k: v for k, v in self.options.fine_boxes.items() if k in boxes})
         return boxes, notes
+
+    def place_atlas(self, prepared: PreparedInputs, start: int) -> tuple[sitk.Transform | None, str]:
+        """For a head with the neck in view: the atlas -> case affine (None when registration fails
+        or claims an implausible head) and a note for the report."""
+        used = next(m for m in self.bundle.modalities if prepared.coarse_channels[self.bundle.modalities.index(m)].any())
+        try:
+            to_case = register_atlas_to_case(prepared.coarse_channels, prepared.coarse_grid,
+                                             self.bundle.modalities.index(used), used, start)
+        except RuntimeError as exc:  # ITK gives up (no overlap)
+            why = str(exc).strip().splitlines()[-1][:120]
+        else:
+            if atlas.plausible(to_case):
+                return to_case, (f"neck in view: each structure's box covers its box on the atlas head (registered "
+                                 f"on {used}) and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it")
+            why = "it claims an implausible head size or a mirror image"
+        return None, (f"neck in view, but the atlas could not be registered ({why}); boxes from the coarse network "
+                      "alone: check every structure")
 
     def segment_fine(self, prepared: PreparedInputs, boxes: dict[str, geometry.Box | None],
                      timings: dict[str, float], probabilities: dict | None = None) -> tuple[np.ndarray, list[str]]:

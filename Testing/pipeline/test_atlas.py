@@ -92,13 +92,28 @@ def test_keep_in_zones_clears_each_target_outside_its_zone_only():
     assert not p[fine_target("falx").coarse_index].any()
 
 
-@pytest.fixture(scope="module")
-def sample_as_neck_in_view():
-    """The demo model on the sample head, its manifest told that training heads reached only 120 mm
-    below the top of the head, so that the sample counts as a head with its neck in view."""
+def test_an_implausible_registration_is_recognised():
+    assert atlas.plausible(sitk.AffineTransform(3)) and atlas.plausible(_known_affine())
+    for matrix in ((2.0, 0, 0, 0, 2.0, 0, 0, 0, 2.0), (0.5, 0, 0, 0, 0.5, 0, 0, 0, 0.5), (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)):
+        giant = sitk.AffineTransform(3)
+        giant.SetMatrix(matrix)
+        assert not atlas.plausible(giant), matrix
+
+
+def _neck_in_view_bundle():
+    """The demo model, its manifest told that training heads reached only 120 mm below the top of
+    the head, so that the sample counts as a head with its neck in view."""
     bundle = copy.copy(load_bundle("brainbarriers-demo"))
     bundle.manifest = copy.deepcopy(bundle.manifest)
     bundle.manifest["field_of_view"] = {"below_head_top_mm": {"cases": 1, "min": 120.0, "max": 120.0}}
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def sample_as_neck_in_view():
+    """The coarse stage of the demo model on the sample as a head with its neck in view, with and
+    without the atlas."""
+    bundle = _neck_in_view_bundle()
     images = {"t1": read_image(SAMPLE_T1, "t1")}
     found = {}
     for use in (True, False):
@@ -110,7 +125,7 @@ def sample_as_neck_in_view():
 
 def test_with_the_neck_in_view_every_box_covers_the_registered_atlas_box(sample_as_neck_in_view):
     boxes, notes, prepared = sample_as_neck_in_view[True]
-    assert any("neck in view" in n and "atlas" in n for n in notes), notes
+    assert any("neck in view" in n and "registered on t1" in n for n in notes), notes
     # the atlas is the sample head itself, so its boxes land on the same place of the model grid
     for key, (lo, hi) in atlas.atlas_boxes().items():
         core = atlas.mapped_box((lo, hi), sitk.Transform(), prepared.grid)
@@ -125,3 +140,22 @@ def test_without_the_atlas_the_coarse_boxes_stand_alone(sample_as_neck_in_view):
     assert not any("atlas" in n for n in notes)
     with_atlas = sample_as_neck_in_view[True][0]
     assert boxes != with_atlas  # the atlas widened at least one box
+
+
+@pytest.mark.parametrize("failure", ["no overlap", "a giant"])
+def test_a_failed_registration_leaves_the_coarse_boxes_alone_and_says_so(sample_as_neck_in_view, monkeypatch,
+                                                                          failure):
+    import brainbarriers.pipeline as pipeline
+
+    def register(*args):
+        if failure == "no overlap":
+            raise RuntimeError("ITK ERROR: All samples map outside moving image buffer.")
+        giant = sitk.AffineTransform(3)
+        giant.SetMatrix((3.0, 0, 0, 0, 3.0, 0, 0, 0, 3.0))
+        return giant
+
+    monkeypatch.setattr(pipeline, "register_atlas_to_case", register)
+    segmenter = Segmenter(_neck_in_view_bundle(), "cpu", SegmentOptions())
+    boxes, notes = segmenter.localise(sample_as_neck_in_view[True][2])
+    assert boxes == sample_as_neck_in_view[False][0]
+    assert any("atlas could not be registered" in n and "check every structure" in n for n in notes), notes
