@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from brainbarriers.geometry import register_affine
 from brainbarriers_training.anatomy import lps_points
 from scipy import ndimage
 
@@ -98,26 +99,9 @@ STORED_SPACING_MM = 2.0
 def register_to_mni(t1: sitk.Image, template: sitk.Image) -> sitk.Transform:
     """Affine transform mapping template (MNI) points into ``t1``: Mattes mutual information,
     rigid -> similarity -> affine, from a moments initialisation."""
-    fixed, moving = sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(t1, sitk.sitkFloat32)
-    transform: sitk.Transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
-    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
-        if kind is not sitk.Euler3DTransform:
-            transform = build_sample._promote(transform, kind)
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.2, seed=3)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=300,
-                                                     relaxationFactor=0.6)
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-        reg.SetInitialTransform(transform, inPlace=True)
-        reg.Execute(fixed, moving)
-        print(f"  {kind.__name__}: mutual information {reg.GetMetricValue():.4f}", flush=True)
-    return transform
+    return register_affine(template, t1, sampling=0.2, seed=3, iterations=300, min_step=1e-4, shrink=(4, 2, 1),
+                           smoothing=(2, 1, 0),
+                           report=lambda kind, value: print(f"  {kind}: mutual information {value:.4f}", flush=True))
 
 
 def independent_ventricles(t1: sitk.Image, to_image: sitk.Transform | None = None) -> np.ndarray:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from brainbarriers.geometry import register_affine
 
 SPM_WHEEL = "spm-runtime-r2025b==25.1.2.post4"
 NIMARE_WHEEL = "nimare==0.22.1"
@@ -176,14 +177,6 @@ def ct_intracranial_mask(ct: sitk.Image) -> sitk.Image:
     return sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(largest, [3, 3, 2]))
 
 
-def _promote(transform: sitk.Transform, kind: type) -> sitk.Transform:
-    nxt = kind() if kind is not sitk.AffineTransform else sitk.AffineTransform(3)
-    nxt.SetCenter(transform.GetCenter())
-    nxt.SetMatrix(transform.GetMatrix())
-    nxt.SetTranslation(transform.GetTranslation())
-    return nxt
-
-
 def register_ct_to_template(ct: sitk.Image, icv: sitk.Image) -> sitk.Transform:
     """Affine transform mapping template (fixed) points into the CT (moving).
 
@@ -195,26 +188,8 @@ def register_ct_to_template(ct: sitk.Image, icv: sitk.Image) -> sitk.Transform:
     """
     fixed = sitk.SmoothingRecursiveGaussian(sitk.Cast(icv, sitk.sitkFloat32), 2.0)
     moving = sitk.SmoothingRecursiveGaussian(sitk.Cast(ct_intracranial_mask(ct), sitk.sitkFloat32), 2.0)
-    init = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    transform: sitk.Transform = sitk.Euler3DTransform(init)
-    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
-        if kind is not sitk.Euler3DTransform:
-            transform = _promote(transform, kind)
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMeanSquares()
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.3, seed=3)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=2.0, minStep=1e-4, numberOfIterations=300, relaxationFactor=0.6)
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([2, 1])
-        reg.SetSmoothingSigmasPerLevel([1, 0])
-        reg.SetInitialTransform(transform, inPlace=True)
-        reg.Execute(fixed, moving)
-        print(f"  {kind.__name__}: mean squares {reg.GetMetricValue():.4f}", flush=True)
-    return transform
+    return register_affine(fixed, moving, mean_squares=True, sampling=0.3, seed=3, iterations=300, min_step=1e-4,
+                           report=lambda kind, value: print(f"  {kind}: mean squares {value:.4f}", flush=True))
 
 
 def brain_overlap(ct: sitk.Image, transform: sitk.Transform, icv: sitk.Image) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import Box
+from .geometry import Box, register_affine
 
 ATLAS_DIR = Path(__file__).with_name("atlas")
 ATLAS_SPACING_MM = 3.6
@@ -50,42 +50,15 @@ def atlas_boxes() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
 
 def register_atlas(case: sitk.Image, modality: str) -> sitk.Transform:
     """Affine transform mapping atlas points into ``case`` (one input, at least 0, and 0 where it
-    should not count): Mattes mutual information, rigid -> similarity -> affine, from the centres
-    of mass."""
-    fixed, moving = atlas_image(modality), sitk.Cast(case, sitk.sitkFloat32)
-    transform: sitk.Transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
-    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
-        if kind is not sitk.Euler3DTransform:
-            transform = _promote(transform, kind)
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.25, seed=7)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=100,
-                                                     relaxationFactor=0.6)
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([2, 1])
-        reg.SetSmoothingSigmasPerLevel([1, 0])
-        reg.SetInitialTransform(transform, inPlace=True)
-        reg.Execute(fixed, moving)
-    return transform
+    should not count): Mattes mutual information, rigid -> similarity -> affine
+    (``geometry.register_affine``)."""
+    return register_affine(atlas_image(modality), case)
 
 
 def plausible(transform: sitk.Transform) -> bool:
     """Whether an atlas -> case affine keeps the head's size within ``PLAUSIBLE_SCALE`` and its handedness."""
     determinant = float(np.linalg.det(np.array(transform.GetMatrix()).reshape(3, 3)))
     return determinant > 0 and PLAUSIBLE_SCALE[0] <= determinant ** (1 / 3) <= PLAUSIBLE_SCALE[1]
-
-
-def _promote(transform: sitk.Transform, kind: type) -> sitk.Transform:
-    """The same map as a transform of the next, more general ``kind``."""
-    out = sitk.AffineTransform(3) if kind is sitk.AffineTransform else kind()
-    out.SetCenter(transform.GetCenter())
-    out.SetMatrix(transform.GetMatrix())
-    out.SetTranslation(transform.GetTranslation())
-    return out
 
 
 def mapped_box(box: tuple[tuple[float, ...], tuple[float, ...]], transform: sitk.Transform, grid: sitk.Image,

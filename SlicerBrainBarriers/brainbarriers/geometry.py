@@ -6,6 +6,7 @@ Arrays are in SimpleITK's numpy order (K, J, I). World coordinates are LPS (ITK)
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -256,3 +257,50 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, iterations: int = 100)
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(initial, inPlace=False)
     return reg.Execute(fixed, moving)
+
+
+def register_affine(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    *,
+    mean_squares: bool = False,
+    sampling: float = 0.25,
+    seed: int = 7,
+    iterations: int = 100,
+    min_step: float = 1e-3,
+    shrink: tuple[int, ...] = (2, 1),
+    smoothing: tuple[float, ...] = (1, 0),
+    report: Callable[[str, float], None] | None = None,
+) -> sitk.Transform:
+    """Affine registration mapping fixed points to moving points: rigid, then similarity, then
+    affine, each stage starting from the last, from a moments initialisation. Mattes mutual
+    information (32 bins) or, with ``mean_squares``, mean squares, on a random ``sampling`` share
+    of the fixed voxels; ``report`` receives each stage's name and final metric value."""
+    fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
+    transform: sitk.Transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    for kind in (sitk.Euler3DTransform, sitk.Similarity3DTransform, sitk.AffineTransform):
+        if kind is not sitk.Euler3DTransform:
+            general = sitk.AffineTransform(3) if kind is sitk.AffineTransform else kind()
+            general.SetCenter(transform.GetCenter())
+            general.SetMatrix(transform.GetMatrix())
+            general.SetTranslation(transform.GetTranslation())
+            transform = general
+        reg = sitk.ImageRegistrationMethod()
+        if mean_squares:
+            reg.SetMetricAsMeanSquares()
+        else:
+            reg.SetMetricAsMattesMutualInformation(32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(sampling, seed=seed)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=min_step, numberOfIterations=iterations,
+                                                     relaxationFactor=0.6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel(list(shrink))
+        reg.SetSmoothingSigmasPerLevel(list(smoothing))
+        reg.SetInitialTransform(transform, inPlace=True)
+        reg.Execute(fixed, moving)
+        if report is not None:
+            report(kind.__name__, reg.GetMetricValue())
+    return transform
