@@ -1,14 +1,17 @@
-"""Re-issue a model bundle under a new version with a new model card, its weights byte for byte.
+"""Re-issue a model bundle under a new version with a new model card, its weights byte for byte,
+or with named networks replaced by retrained ones.
 
-For a model card re-measured after a pipeline change (new anatomical rules, the atlas) when the
-training run that exported the bundle is not at hand. The weights are read with safetensors and
-written back through ``brainbarriers.bundles.write_bundle``, the export's own writer; the command
-refuses to finish unless every weight file's SHA-256 is unchanged.
+For a model card re-measured after a pipeline change (new anatomical rules, the atlas), or one
+network trained further (``train-fine --init-from``), when the training run that exported the
+bundle is not at hand. The weights are read with safetensors and written back through
+``brainbarriers.bundles.write_bundle``, the export's own writer; the command refuses to finish
+unless every weight file not replaced keeps its SHA-256. A replacement must hold the same tensors
+(names and shapes) as the file it replaces: the manifest's network description stays true.
 
 Usage::
 
     python scripts/reissue_bundle.py BUNDLE --version 0.3.3 --model-card CARD [--licence LICENSE]
-        [--description TEXT] --out NEW_FOLDER
+        [--description TEXT] [--replace fine_cerebellum.safetensors=NEW.safetensors ...] --out NEW_FOLDER
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-card", type=Path, required=True)
     ap.add_argument("--licence", type=Path, help="default: the bundle's LICENSE")
     ap.add_argument("--description", help="default: the old one with its version replaced")
+    ap.add_argument("--replace", action="append", default=[], metavar="NAME=SAFETENSORS",
+                    help="a weight file of the bundle and the retrained weights that replace it (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.out.exists():
@@ -41,13 +46,27 @@ def main(argv: list[str] | None = None) -> int:
     manifest["description"] = args.description or old["description"].replace(old["version"], args.version)
     weights = {e["path"]: e["sha256"] for e in old["files"] if e["path"].endswith(".safetensors")}
     states = {name: load_file(str(args.bundle / name)) for name in weights}
+    for item in args.replace:
+        name, _, path = item.partition("=")
+        if name not in weights or not path:
+            print(f"reissue_bundle: --replace {item}: expected NAME=FILE with NAME one of {', '.join(sorted(weights))}",
+                  file=sys.stderr)
+            return 2
+        new = load_file(path)
+        if {k: tuple(v.shape) for k, v in new.items()} != {k: tuple(v.shape) for k, v in states[name].items()}:
+            print(f"reissue_bundle: {path} does not hold the tensors of {name} (names or shapes differ)", file=sys.stderr)
+            return 2
+        states[name] = new
+        del weights[name]
     extra = {"MODEL_CARD.md": args.model_card, "LICENSE": args.licence or args.bundle / "LICENSE"}
     write_bundle(args.out, manifest, states, extra)
     changed = [e["path"] for e in read_manifest(args.out)["files"] if e["path"] in weights and e["sha256"] != weights[e["path"]]]
     if changed:
         print(f"reissue_bundle: the weights of {', '.join(changed)} came out different; not re-issued", file=sys.stderr)
         return 1
-    print(f"{manifest['id']} {args.version}: {len(weights)} weight files unchanged, model card and manifest new, in {args.out}")
+    replaced = f", {len(args.replace)} replaced" if args.replace else ""
+    print(f"{manifest['id']} {args.version}: {len(weights)} weight files unchanged{replaced}, model card and manifest "
+          f"new, in {args.out}")
     return 0
 
 

@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-fine", help="train fine networks")
     _train_args(p)
     p.add_argument("--structure", nargs="+", default=["all"], help="fine target keys, output labels, or all")
+    p.add_argument("--init-from", type=Path, default=None, metavar="SAFETENSORS",
+                   help="start from these fine weights (e.g. a bundle's fine_<structure>.safetensors) instead of "
+                        "a random initialisation; one structure only, and they must fit its network")
     p = sub.add_parser("train", help="train-coarse then train-fine for all structures")
     _train_args(p)
 
@@ -317,7 +320,11 @@ def run(args) -> int:
                          init_weights=None if init is None else _initial_weights(init))
         if args.command in ("train-fine", "train"):
             targets = _structures(getattr(args, "structure", ["all"]))
-            train_fine(config, args.cache, args.workdir, targets, args.cases, resume=not args.no_resume)
+            init = getattr(args, "init_from", None) if args.command == "train-fine" else None
+            if init is not None and len(targets) != 1:
+                raise ConfigError(f"--init-from holds one network's weights; name one structure, not {len(targets)}")
+            train_fine(config, args.cache, args.workdir, targets, args.cases, resume=not args.no_resume,
+                       init_weights=None if init is None else _initial_weights(init))
         return 0
     if args.command == "compare":
         return _compare(args, config)

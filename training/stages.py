@@ -74,10 +74,11 @@ def train_one_stage(config: dict, cache: Path, workdir: Path, cases: list[str] |
 
 
 def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarget, ...] = FINE_TARGETS,
-               cases: list[str] | None = None, resume: bool = True) -> dict:
+               cases: list[str] | None = None, resume: bool = True, init_weights: dict | None = None) -> dict:
     """Train one fine network per target into workdir/fine/<key>. Localisation comes from the coarse
     checkpoints' boxes (workdir/coarse/coarse_boxes.json) when present and the recipe asks for
-    them, else from the ground-truth boxes."""
+    them, else from the ground-truth boxes. ``init_weights``: a state dict to continue from (one
+    target's released network trained further on new material)."""
     index = load_index(cache)
     entries = select_entries(index, cases)
     cfg = stage_config(config, "fine")
@@ -90,7 +91,7 @@ def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarg
     for t in targets:
         stage_dir = Path(workdir) / "fine" / t.key
         summaries[t.key] = train(config, cfg, Path(cache), entries, stage_dir, t, boxes=boxes,
-                                 spacing=index["spacing"], resume=resume)
+                                 spacing=index["spacing"], resume=resume, init_weights=init_weights)
         summaries[t.key]["box_source"] = "coarse checkpoints" if boxes else "ground truth"
         if rank == 0:
             summaries[t.key]["check"] = check_fine_network(Path(cache), entries, t, stage_dir)

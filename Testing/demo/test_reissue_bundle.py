@@ -34,3 +34,25 @@ def test_the_weights_travel_unchanged_and_the_card_and_version_are_new(tmp_path)
 
     again = _reissue("--version", "9.9.9", "--model-card", str(card), "--out", str(out))
     assert again.returncode == 2 and "exists" in again.stderr and not again.stdout
+
+
+def test_a_named_network_is_replaced_and_every_other_kept(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# brainbarriers-demo 9.9.10: model card\n", encoding="utf-8")
+    old = {e["path"]: e["sha256"] for e in json.loads((DEMO / "manifest.json").read_text())["files"]}
+    # the ventricle network has the cerebellum network's tensors (both HMRNet-p of the same widths)
+    out = tmp_path / "bundle"
+    run = _reissue("--version", "9.9.10", "--model-card", str(card), "--out", str(out),
+                   "--replace", f"fine_cerebellum.safetensors={DEMO / 'fine_ventricles.safetensors'}")
+    assert run.returncode == 0, run.stderr
+    assert "1 replaced" in run.stdout
+    new = {e["path"]: e["sha256"] for e in load_bundle(out).manifest["files"]}
+    assert new["fine_cerebellum.safetensors"] == old["fine_ventricles.safetensors"]
+    assert all(new[p] == old[p] for p in old if p.endswith(".safetensors") and p != "fine_cerebellum.safetensors")
+
+    for replace, words in [(f"fine_cerebellum.safetensors={DEMO / 'fine_falx.safetensors'}", "names or shapes differ"),
+                           (f"cerebellum={DEMO / 'fine_ventricles.safetensors'}", "expected NAME=FILE")]:
+        bad = _reissue("--version", "9.9.11", "--model-card", str(card), "--out", str(tmp_path / "bad"),
+                       "--replace", replace)
+        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "bad").exists()

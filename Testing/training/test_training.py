@@ -212,3 +212,27 @@ def test_train_coarse_continues_from_given_weights_and_refuses_ones_that_do_not_
         r = run_training_cli([*common, "--workdir", str(tmp_path / path.stem), "--init-from", str(path)])
         assert r.returncode == 2 and words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
         assert not (tmp_path / path.stem / "coarse/final.safetensors").exists()
+
+
+def test_train_fine_continues_from_given_weights_for_one_structure_only(prepared, tmp_path):
+    """train-fine --init-from: one structure's network starts from the given weights; naming more
+    than one structure, or weights of another network, is a one-line error before any training."""
+    _, cache, _ = prepared
+    config = write_config(tiny_config(train={"epochs": 2, "iterations_per_epoch": 3, "checkpoint_every_steps": 0,
+                                             "optimizer": {"name": "adamw", "lr": 0.02}}), tmp_path / "tiny.json")
+    common = ["train-fine", "--config", str(config), "--cache", str(cache), "--threads", "1"]
+    r = run_training_cli([*common, "--workdir", str(tmp_path / "first"), "--structure", "cerebellum"])
+    assert r.returncode == 0, r.stderr
+    trained = tmp_path / "first/fine/cerebellum/final.safetensors"
+    r = run_training_cli([*common, "--workdir", str(tmp_path / "again"), "--structure", "cerebellum",
+                          "--init-from", str(trained)])
+    assert r.returncode == 0, r.stderr
+    first, again = read_log(tmp_path / "first/fine/cerebellum"), read_log(tmp_path / "again/fine/cerebellum")
+    assert again[0]["loss"] < 0.9 * first[0]["loss"]  # a trained start, not a random one
+
+    for structures, words in [(["cerebellum", "ventricles"], "name one structure, not 2"),
+                              (["falx"], "do not fit the recipe's network")]:  # falx is HMRNet-s, cerebellum -p
+        r = run_training_cli([*common, "--workdir", str(tmp_path / "wrong"), "--structure", *structures,
+                              "--init-from", str(trained)])
+        assert r.returncode == 2 and words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+        assert not list((tmp_path / "wrong").glob("fine/*/final.safetensors"))
