@@ -1,8 +1,10 @@
 #!/bin/bash
-# Rebuild the shipped demo model (brainbarriers-demo 0.3.2; its weights are 0.3.0's) from the package registries, end to end.
+# Rebuild the shipped demo model (brainbarriers-demo 0.4.0: 0.3.0's networks, the cerebellum's trained
+# further on heads with a synthetic neck) from the package registries, end to end.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
 # About 8 minutes for the data (two sets of 64 generated heads at ~3 s each), ~105 minutes of
-# training on 2 CPU cores (two runs side by side, one thread each), 3 minutes to export and evaluate.
+# training on 2 CPU cores (two runs side by side, one thread each), ~20 minutes for the neck heads
+# and the cerebellum's further training, 3 minutes to export and evaluate.
 #   bash scripts/build_demo_model.sh
 # Two sets of the same 64 heads (seed 0): $PLAIN without concealment of the thin structures
 # (model 0.2.0's material; the coarse, cerebellum and ventricle networks of 0.3.0 are 0.2.0's)
@@ -45,6 +47,16 @@ wait $coarse
 $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure sagittal_sinus transverse_sinus \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
 rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
+# 0.4.0: the cerebellum network trained further on the same heads, 70 % of them with a synthetic neck
+NECK=${NECK:-/work/demo_data_neck}
+mkdir -p "$NECK" && cp -r "$PLAIN/001" "$NECK/"
+$PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$NECK" --count 64 --seed 0 \
+    --neck 0.7 --conceal-thin 0 --first-id 2 --overwrite
+$PY -m brainbarriers_training prepare --config demo --threads 2 --data "$NECK" --cache "$WORK/cache_neck"
+$PY -m brainbarriers_training train-fine --config demo --threads 2 --cache "$WORK/cache_neck" --workdir "$WORK/run_neck" \
+    --structure cerebellum --init-from "$WORK/run/fine/cerebellum/final.safetensors" \
+    --set fine.epochs=20 --set fine.iterations_per_epoch=20 --set train.optimizer.lr=0.003
+rm -rf "$WORK/run/fine/cerebellum" && cp -r "$WORK/run_neck/fine/cerebellum" "$WORK/run/fine/cerebellum"
 # the short coarse training leaves the thin classes under-confident: a per-class logit offset,
 # chosen on the training cases for the IoU of their boxes (scripts/demo_calibrate_coarse.py)
 $PY scripts/demo_calibrate_coarse.py "$WORK/run" "$WORK/cache"

@@ -58,7 +58,7 @@ class SegmentOptions:
         fine_boxes: model-grid boxes per fine target replacing the coarse stage's (benchmarks).
         atlas: with the neck in view (the image reaching further below the top of the head than
             the bundle's training heads, quality flag ``field_of_view``), keep each target's coarse
-            region inside its box from the registered atlas (``brainbarriers.atlas``).
+            region, and what the fine networks draw, within its box from the registered atlas (``brainbarriers.atlas``).
     """
 
     structures: list[str] | None = None
@@ -84,6 +84,9 @@ class SegmentResult:
     boxes: dict[str, dict | None] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: per target, its box on the model grid within which it may lie where the atlas was placed
+    #: (``Segmenter.localise``); None without the atlas
+    zones: dict[str, geometry.Box | None] | None = None
     device: str = "cpu"
     quality: quality.Assessment = field(default_factory=quality.Assessment)
 
@@ -225,6 +228,18 @@ def keep_in_zones(probabilities: np.ndarray, zones: dict[str, geometry.Box | Non
             outside[geometry.box_slices(zone)] = False
         probabilities[t.coarse_index][outside] = 0.0
     return probabilities
+
+
+def clip_to_zone(probability: np.ndarray, box: geometry.Box, zone: geometry.Box | None) -> np.ndarray:
+    """A fine crop's probability (the crop ``box`` of the model grid) set to 0 outside ``zone`` (in place)."""
+    inside = np.zeros(probability.shape, bool)
+    if zone is not None:
+        lo = [max(z, b) - b for z, b in zip(zone[0], box[0])]
+        hi = [min(z, c) - b for z, c, b in zip(zone[1], box[1], box[0])]
+        if all(h > low for low, h in zip(lo, hi)):
+            inside[tuple(slice(low, h) for low, h in zip(lo, hi))] = True
+    probability[~inside] = 0.0
+    return probability
 
 
 def paste_by_probability(
@@ -425,6 +440,7 @@ class Segmenter:
                                     self._flip_axes())
         notes = []
         coarse = prepared.coarse_grid
+        prepared.zones = None
         start = training_view_start(prepared.coarse_channels, coarse.GetSpacing(),
                                     self.bundle.manifest.get("field_of_view")) if self.options.atlas else 0
         to_case = None
@@ -439,6 +455,9 @@ class Segmenter:
         boxes, how = coarse_boxes(probs, coarse, prepared.grid, self.targets, margins)
         if to_case is not None:  # the atlas's box, joined with what the coarse network found near it
             shape = prepared.channels.shape[1:]
+            # the fine networks never saw a neck either: what they draw obeys the same zones
+            prepared.zones = {t.key: atlas.mapped_box(placed[t.key], to_case, prepared.grid, atlas.ZONE_MARGIN_MM)
+                              for t in self.targets}
             for t in self.targets:
                 core = atlas.mapped_box(placed[t.key], to_case, prepared.grid)
                 if core is not None:
@@ -493,6 +512,8 @@ class Segmenter:
             self.progress("fine", frac, f"{t.name} ({size[2]}x{size[1]}x{size[0]} voxels)")
             ts = time.perf_counter()
             prob = self.fine_probability(t, prepared.channels[(slice(None), *geometry.box_slices(box))], prepared.grid)
+            if prepared.zones is not None:
+                clip_to_zone(prob, box, prepared.zones.get(t.key))
             paste_by_probability(labels, best, prob, box, t.label)
             if probabilities is not None:
                 probabilities[t.key] = (box, prob)

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from brainbarriers import atlas, geometry
 from brainbarriers.bundles import load_bundle
 from brainbarriers.io import read_image
-from brainbarriers.pipeline import Segmenter, SegmentOptions, keep_in_zones, training_view_start
+from brainbarriers.pipeline import Segmenter, SegmentOptions, clip_to_zone, keep_in_zones, training_view_start
 from brainbarriers.structures import FINE_TARGETS, fine_target
 
 SAMPLE_T1 = Path(__file__).resolve().parents[2] / "Resources/SampleData/sample_t1.nrrd"
@@ -92,6 +92,18 @@ def test_keep_in_zones_clears_each_target_outside_its_zone_only():
     assert not p[fine_target("falx").coarse_index].any()
 
 
+def test_clip_to_zone_keeps_a_fine_crop_only_where_it_meets_the_zone():
+    box = ((10, 20, 30), (14, 26, 38))  # the crop's place on the model grid
+    p = np.full((4, 6, 8), 0.7, np.float32)
+    clip_to_zone(p, box, ((12, 0, 34), (40, 23, 36)))  # overlaps the crop in [12:14, 20:23, 34:36]
+    inside = np.zeros(p.shape, bool)
+    inside[2:4, 0:3, 4:6] = True
+    assert np.all(p[inside] == 0.7) and not p[~inside].any()
+    apart = np.full((4, 6, 8), 0.7, np.float32)
+    assert not clip_to_zone(apart, box, ((0, 0, 0), (10, 20, 30))).any()  # touching corners only
+    assert not clip_to_zone(np.ones((4, 6, 8), np.float32), box, None).any()  # no zone on the image
+
+
 def test_an_implausible_registration_is_recognised():
     assert atlas.plausible(sitk.AffineTransform(3)) and atlas.plausible(_known_affine())
     for matrix in ((2.0, 0, 0, 0, 2.0, 0, 0, 0, 2.0), (0.5, 0, 0, 0, 0.5, 0, 0, 0, 0.5), (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)):
@@ -135,8 +147,21 @@ def test_with_the_neck_in_view_every_box_covers_the_registered_atlas_box(sample_
             (key, box, core)
 
 
+def test_with_the_neck_in_view_the_fine_stage_is_held_to_the_atlas_zones(sample_as_neck_in_view):
+    boxes, _, prepared = sample_as_neck_in_view[True]
+    margin = math.ceil(atlas.ZONE_MARGIN_MM / max(prepared.grid.GetSpacing()))
+    for key, (lo, hi) in atlas.atlas_boxes().items():
+        core = atlas.mapped_box((lo, hi), sitk.Transform(), prepared.grid)
+        zone = prepared.zones[key]
+        # the zone is the mapped box widened by the margin, where the grid allows
+        slack = margin + 2
+        assert all(z0 <= c0 and c1 <= z1 and c0 - z0 <= slack and z1 - c1 <= slack
+                   for z0, c0, c1, z1 in zip(zone[0], core[0], core[1], zone[1])), (key, zone, core)
+
+
 def test_without_the_atlas_the_coarse_boxes_stand_alone(sample_as_neck_in_view):
-    boxes, notes, _ = sample_as_neck_in_view[False]
+    boxes, notes, prepared = sample_as_neck_in_view[False]
+    assert prepared.zones is None
     assert not any("atlas" in n for n in notes)
     with_atlas = sample_as_neck_in_view[True][0]
     assert boxes != with_atlas  # the atlas widened at least one box
