@@ -1,10 +1,12 @@
 """Print the demo model's figures on the real test heads, T1 only.
 
-    python scripts/heldout_report.py [--set heldout|devheads] [--model brainbarriers-demo] [--out DIR]
+    python scripts/heldout_report.py [--set heldout|devheads | --data DIR] [--model brainbarriers-demo] [--out DIR]
 
 ``heldout`` (Testing/data/heldout, the default) holds the heads never used for any choice;
 ``devheads`` (Testing/data/devheads) the former hold-out, now looked at while developing
-(scripts/build_heldout.py). Segments each T1 with ``brainbarriers segment`` (the shipped pipeline, --overview) and
+(scripts/build_heldout.py); ``--data`` any ABCs-layout folder, such as generated development
+heads (``python -m brainbarriers_training synth``), whose labels stand in for the lateral
+ventricles and the cerebellum. Segments each T1 with ``brainbarriers segment`` (the shipped pipeline, --overview) and
 prints the anatomical figures of ``brainbarriers_training.anatomy`` per case: the checks of
 Testing/demo/test_heldout_heads.py (with the share of an independent cerebellum label found, where
 a head has one: 106). Scores against the independent ventricle labels come from
@@ -25,21 +27,31 @@ from brainbarriers_training.smoke import cpu_name
 DATA = Path(__file__).resolve().parents[1] / "Testing/data"
 
 
+def _one(folder: Path, pattern: str) -> Path:
+    """The one file of ``folder`` matching ``pattern`` (a case's T1 or label map, any format)."""
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        raise SystemExit(f"{folder}: expected one file {pattern}, found {len(found)}")
+    return found[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", choices=("heldout", "devheads"), default="heldout")
+    ap.add_argument("--data", type=Path, help="an ABCs-layout folder instead of a --set")
     ap.add_argument("--model", default="brainbarriers-demo")
     ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
     args = ap.parse_args(argv)
-    print(f"machine: {cpu_name()}; model {args.model}; {args.set} heads; T1 only")
+    heads = args.data or DATA / args.set
+    print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only")
     rows = {}
-    for folder in sorted(p for p in (DATA / args.set).iterdir() if p.name.isdigit()):
+    for folder in sorted(p for p in heads.iterdir() if p.name.isdigit()):
         case = folder.name
-        t1 = folder / f"{case}_t1.nii.gz"
+        t1, label = (_one(folder, f"{case}_{kind}.*") for kind in ("t1", "labelmap_task1"))
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
                         "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
                         "--progress", "none"], check=True)
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_labelmap_task1.nii.gz")))
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
         rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),
                                     truth == 5, read_mni_transform(folder, case), truth == 1)
     keys = list(dict.fromkeys(k for r in rows.values() for k in r))  # every case's figures, in order
