@@ -22,17 +22,10 @@ from pathlib import Path
 
 import SimpleITK as sitk
 from brainbarriers_training.anatomy import anatomy_report, read_mni_transform
+from brainbarriers_training.prepare import discover
 from brainbarriers_training.smoke import cpu_name
 
 DATA = Path(__file__).resolve().parents[1] / "Testing/data"
-
-
-def _one(folder: Path, pattern: str) -> Path:
-    """The one file of ``folder`` matching ``pattern`` (a case's T1 or label map, any format)."""
-    found = sorted(folder.glob(pattern))
-    if len(found) != 1:
-        raise SystemExit(f"{folder}: expected one file {pattern}, found {len(found)}")
-    return found[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     heads = args.data or DATA / args.set
     print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only")
     rows = {}
-    for folder in sorted(p for p in heads.iterdir() if p.name.isdigit()):
-        case = folder.name
-        t1, label = (_one(folder, f"{case}_{kind}.*") for kind in ("t1", "labelmap_task1"))
+    for found in discover(heads):  # training's case discovery: any image format, NNN/NNN_t1.* layout
+        case, t1, label = found.case, found.files["t1"], found.files["label"]
+        folder = t1.parent
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
                         "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
                         "--progress", "none"], check=True)
