@@ -22,8 +22,8 @@ HEAD_MARGIN_MM = 10.0
 #: rightly runs down to the straight sinus, below their roof.
 NEAR_MIDLINE_MM = 12.0
 
-#: The superior sagittal sinus runs in the falx's attached (upper) margin: voxels up to this far
-#: above the falx's upper edge guide a bridge where the sinus network lost the vessel.
+#: The superior sagittal sinus runs in the falx's attached margin: voxels up to this far beyond the
+#: falx's upper, anterior and posterior edges guide a bridge where the sinus network lost the vessel.
 FALX_MARGIN_BAND_MM = 7.5
 #: A bridge between two pieces of the sagittal sinus may run at most this far (mm) through voxels
 #: supported neither by the network (probability > 0.5) nor by the falx margin; farther pieces are
@@ -136,16 +136,34 @@ def ventricles_above_cerebellum_base(labels: np.ndarray, cerebellum: int, ventri
     return out
 
 
+def _beyond_edge(mask: np.ndarray, axis: int, steps: int, forward: bool) -> np.ndarray:
+    """Voxels up to ``steps`` voxels beyond the edge of ``mask`` facing along ``axis`` (towards
+    higher indices when ``forward``), the mask's own voxels included where they lie there."""
+    flip = (lambda a: a) if forward else (lambda a: np.flip(a, axis))
+    m = flip(mask)
+    edge = m.copy()
+    inner, outer = [slice(None)] * 3, [slice(None)] * 3
+    inner[axis], outer[axis] = slice(None, -1), slice(1, None)
+    edge[tuple(inner)] &= ~m[tuple(outer)]  # voxels whose next neighbour along the axis is not in the mask
+    out = np.zeros_like(m)
+    for k in range(1, steps + 1):
+        dst, src = [slice(None)] * 3, [slice(None)] * 3
+        dst[axis], src[axis] = slice(k, None), slice(None, -k)
+        out[tuple(dst)] |= edge[tuple(src)]
+    return flip(out)
+
+
 def falx_margin_band(falx_mask: np.ndarray, spacing_xyz: tuple[float, float, float],
                      height_mm: float = FALX_MARGIN_BAND_MM) -> np.ndarray:
-    """The voxels up to ``height_mm`` above the falx's upper edge (not falx themselves): where the
-    superior sagittal sinus runs. Axis 0 of the (K, J, I) mask runs inferior -> superior."""
-    edge = falx_mask.copy()
-    edge[:-1] &= ~falx_mask[1:]  # falx voxels whose superior neighbour is not falx
-    band = np.zeros_like(falx_mask)
-    for k in range(1, max(1, round(height_mm / spacing_xyz[2])) + 1):
-        band[k:] |= edge[:-k]
-    return band & ~falx_mask
+    """The voxels up to ``height_mm`` beyond the falx's attached margin (not falx themselves): where
+    the superior sagittal sinus runs. The margin faces up along the vertex, and forwards and backwards
+    where the sinus curves down at the frontal pole and to the torcula, so the band lies above the
+    falx's upper edge and in front of and behind its anterior and posterior edges. Axis 0 of the
+    (K, J, I) mask runs inferior -> superior, axis 1 anterior -> posterior."""
+    up = _beyond_edge(falx_mask, 0, max(1, round(height_mm / spacing_xyz[2])), forward=True)
+    along = max(1, round(height_mm / spacing_xyz[1]))
+    ends = _beyond_edge(falx_mask, 1, along, forward=True) | _beyond_edge(falx_mask, 1, along, forward=False)
+    return (up | ends) & ~falx_mask
 
 
 def _descend(arrival: np.ndarray, start: tuple[int, int, int], inside: np.ndarray) -> np.ndarray:

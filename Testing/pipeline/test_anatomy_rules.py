@@ -156,6 +156,28 @@ def test_a_lost_stretch_of_the_sagittal_sinus_is_traced_along_the_falx_margin():
     assert all(out[edge[j] + 1:edge[j] + band + 1, j, 10].any() for j in range(16, 34))  # every lost slice
 
 
+def test_the_descent_to_the_torcula_is_traced_behind_the_falxs_posterior_edge():
+    """The sinus runs over the falx and then down behind its posterior edge to the torcula; the
+    network lost 28 mm of the descent, farther than an unsupported bridge may run. The band behind
+    the falx's posterior edge carries the bridge down, and the sinus is one vessel."""
+    labels = np.zeros((40, 51, 21), np.uint8)
+    probability = np.zeros(labels.shape, np.float32)
+    labels[10:31, 5:41, 10] = FALX  # upper edge K 30, posterior edge J 40
+    probability[31:33, 5:43, 9:12] = 0.9  # over the falx to behind its back
+    probability[8:33, 41:43, 9:12] = 0.9  # the descent behind the posterior edge ...
+    probability[14:28, 41:43, 9:12] = 0.0  # ... lost over 14 slices (28 mm)
+    labels[(probability > 0.5) & (labels == 0)] = SINUS
+    assert components(labels == SINUS) == 2
+    assert 14 * SPACING[0] > MAX_UNSUPPORTED_BRIDGE_MM
+    out = join_sagittal_sinus(labels, probability, ((0, 0, 0), labels.shape), SPACING, SINUS, FALX)
+    assert components(out == SINUS) == 1
+    assert np.array_equal(out == FALX, labels == FALX)
+    band = round(FALX_MARGIN_BAND_MM / SPACING[1])
+    added = np.argwhere((out == SINUS) & (labels != SINUS))
+    assert len(added) and all(40 <= j <= 41 + band for _, j, _ in added)  # behind the edge, not out in the occiput
+    assert all(out[k, 41:41 + band, 10].any() for k in range(14, 28))  # every lost slice
+
+
 def test_without_support_only_a_short_gap_is_bridged():
     """No falx: a gap longer than MAX_UNSUPPORTED_BRIDGE_MM stays open, a shorter one is bridged."""
     box = ((0, 0, 0), (40, 51, 21))
