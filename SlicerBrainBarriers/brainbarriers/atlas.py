@@ -31,6 +31,10 @@ PLAUSIBLE_SCALE = (0.7, 1.4)
 #: How far (mm) a structure may lie outside its mapped atlas box: heads differ in shape beyond what
 #: an affine map follows, and the sample's constructed labels are not expert contours.
 ZONE_MARGIN_MM = 15.0
+#: ... except below the cerebellum: its atlas box ends at the tonsils, just above the foramen
+#: magnum, and below lies only the medulla and the neck, where networks that never saw a neck take
+#: muscle for cerebellum. Chosen on generated neck heads (docs/demo.md, 0.4.1).
+ZONE_MARGIN_BELOW_MM = {"cerebellum": 0.0}
 
 
 @cache
@@ -62,15 +66,28 @@ def plausible(transform: sitk.Transform) -> bool:
 
 
 def mapped_box(box: tuple[tuple[float, ...], tuple[float, ...]], transform: sitk.Transform, grid: sitk.Image,
-               margin_mm: float = 0.0) -> Box | None:
+               margin_mm: float = 0.0, margin_below_mm: float | None = None) -> Box | None:
     """The ``grid`` array box (K, J, I) covering an atlas LPS box mapped through ``transform`` and
-    widened by ``margin_mm``; None when it falls outside the grid."""
+    widened by ``margin_mm`` (on the inferior side by ``margin_below_mm`` when given: the side of the
+    grid axis that runs closest to the head-foot direction); None when it falls outside the grid."""
     corners = [transform.TransformPoint(c) for c in itertools.product(*zip(*box))]
     index = np.array([grid.TransformPhysicalPointToContinuousIndex(c) for c in corners])  # (8, 3) i, j, k
-    pad = margin_mm / np.array(grid.GetSpacing())
+    spacing = np.array(grid.GetSpacing())
+    pad_lo = pad_hi = margin_mm / spacing
+    if margin_below_mm is not None:
+        z_of_axis = np.array(grid.GetDirection()).reshape(3, 3)[2]  # LPS z (superior) along each index axis
+        axis = int(np.argmax(np.abs(z_of_axis)))
+        pad_lo, pad_hi = pad_lo.copy(), pad_hi.copy()
+        (pad_lo if z_of_axis[axis] > 0 else pad_hi)[axis] = margin_below_mm / spacing[axis]
     size = np.array(grid.GetSize())
-    lo = np.clip(np.floor(index.min(0) - pad + 0.5).astype(int), 0, size)
-    hi = np.clip(np.ceil(index.max(0) + pad - 0.5).astype(int) + 1, 0, size)
+    lo = np.clip(np.floor(index.min(0) - pad_lo + 0.5).astype(int), 0, size)
+    hi = np.clip(np.ceil(index.max(0) + pad_hi - 0.5).astype(int) + 1, 0, size)
     if np.any(hi <= lo):
         return None
     return (int(lo[2]), int(lo[1]), int(lo[0])), (int(hi[2]), int(hi[1]), int(hi[0]))
+
+
+def zone_box(key: str, transform: sitk.Transform, grid: sitk.Image) -> Box | None:
+    """Where fine target ``key`` may lie on ``grid``: its atlas box mapped through ``transform``,
+    widened by ``ZONE_MARGIN_MM`` (below it by ``ZONE_MARGIN_BELOW_MM`` where that names it)."""
+    return mapped_box(atlas_boxes()[key], transform, grid, ZONE_MARGIN_MM, ZONE_MARGIN_BELOW_MM.get(key))

@@ -450,14 +450,13 @@ class Segmenter:
             notes.append(note)
             placed = atlas.atlas_boxes()
         if to_case is not None:
-            zones = {t.key: atlas.mapped_box(placed[t.key], to_case, coarse, atlas.ZONE_MARGIN_MM) for t in self.targets}
+            zones = {t.key: atlas.zone_box(t.key, to_case, coarse) for t in self.targets}
             probs = keep_in_zones(probs, zones, self.targets)
         boxes, how = coarse_boxes(probs, coarse, prepared.grid, self.targets, margins)
         if to_case is not None:  # the atlas's box, joined with what the coarse network found near it
             shape = prepared.channels.shape[1:]
             # the fine networks never saw a neck either: what they draw obeys the same zones
-            prepared.zones = {t.key: atlas.mapped_box(placed[t.key], to_case, prepared.grid, atlas.ZONE_MARGIN_MM)
-                              for t in self.targets}
+            prepared.zones = {t.key: atlas.zone_box(t.key, to_case, prepared.grid) for t in self.targets}
             for t in self.targets:
                 core = atlas.mapped_box(placed[t.key], to_case, prepared.grid)
                 if core is not None:
@@ -481,7 +480,7 @@ class Segmenter:
         else:
             if atlas.plausible(to_case):
                 return to_case, (f"neck in view: each structure's box covers its box on the atlas head (registered "
-                                 f"on {used}) and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it")
+                                 f"on {used}) and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it (the cerebellum not below it)")
             why = "it claims an implausible head size or a mirror image"
         return None, (f"neck in view, but the atlas could not be registered ({why}); boxes from the coarse network "
                       "alone: check every structure")

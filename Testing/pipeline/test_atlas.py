@@ -89,6 +89,28 @@ def test_a_mapped_box_covers_the_atlas_box_on_the_grid_widened_by_the_margin():
     assert atlas.mapped_box(box, shifted, grid) is None  # beyond the grid
 
 
+def test_the_margin_below_applies_to_the_inferior_side_whichever_way_the_grid_runs():
+    box = ((-10.0, 20.0, -40.0), (10.0, 60.0, 0.0))
+    up = geometry.empty_grid((-100.0, -120.0, -80.0), (2.0, 2.0, 2.0), (100, 120, 90))
+    assert atlas.mapped_box(box, sitk.Transform(), up, 10.0, 0.0) == ((20, 65, 40), (46, 96, 61))
+    down = geometry.empty_grid((-100.0, -120.0, 98.0), (2.0, 2.0, 2.0), (100, 120, 90), direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert atlas.mapped_box(box, sitk.Transform(), down) == ((49, 70, 45), (70, 91, 56))  # z -40 lies at K 69
+    assert atlas.mapped_box(box, sitk.Transform(), down, 10.0, 0.0) == ((44, 65, 40), (70, 96, 61))
+
+
+def test_the_cerebellums_zone_ends_at_its_atlas_box_below_and_others_reach_past_theirs():
+    grid = geometry.empty_grid((-120.0, -150.0, -120.0), (2.4, 2.4, 2.4), (100, 120, 100))
+    boxes = atlas.atlas_boxes()
+    for key in boxes:
+        zone, core = atlas.zone_box(key, sitk.Transform(), grid), atlas.mapped_box(boxes[key], sitk.Transform(), grid)
+        reach = int(atlas.ZONE_MARGIN_MM // 2.4)  # whole voxels of margin, at least
+        assert zone[1][0] - core[1][0] >= reach, key  # K runs upwards on this grid
+        if key == "cerebellum":
+            assert zone[0][0] == core[0][0]
+        else:
+            assert core[0][0] - zone[0][0] >= reach, key
+
+
 def test_only_an_image_reaching_beyond_the_training_heads_is_cut_to_their_view():
     spacing = (2.4, 2.4, 2.4)
     channels = np.zeros((1, 90, 40, 40), np.float32)
