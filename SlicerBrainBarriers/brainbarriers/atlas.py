@@ -31,10 +31,11 @@ PLAUSIBLE_SCALE = (0.7, 1.4)
 #: How far (mm) a structure may lie outside its mapped atlas box: heads differ in shape beyond what
 #: an affine map follows, and the sample's constructed labels are not expert contours.
 ZONE_MARGIN_MM = 15.0
-#: ... except below the cerebellum: its atlas box ends at the tonsils, just above the foramen
-#: magnum, and below lies only the medulla and the neck, where networks that never saw a neck take
-#: muscle for cerebellum. Chosen on generated neck heads (docs/demo.md, 0.4.1).
-ZONE_MARGIN_BELOW_MM = {"cerebellum": 0.0}
+#: ... except below the cerebellum and the ventricles: their atlas boxes end at the tonsils and the
+#: obex, just above the foramen magnum, and below lie only the medulla and the neck, where networks
+#: that never saw a neck take muscle for cerebellum and dark tissue for ventricles. Chosen on
+#: generated neck heads (docs/demo.md, 0.4.1).
+ZONE_MARGIN_BELOW_MM = {"cerebellum": 0.0, "ventricles": 0.0}
 
 
 @cache
