@@ -178,12 +178,14 @@ def _structures(names: list[str]):
     return targets_for_labels(None if "all" in names else names)
 
 
-def _prediction_pairs(pred_dir: Path, data: Path):
+def _prediction_pairs(pred_dir: Path, data: Path, only: list[str] | None = None):
     from .prepare import discover
 
     pairs = []
     preds = {p.name: p for p in Path(pred_dir).iterdir() if p.is_file()}
     for cf in discover(data):
+        if only and cf.case not in only:
+            continue
         match = [p for name, p in sorted(preds.items()) if name.startswith(cf.case) and not name.endswith(".json")
                  and (name.endswith((".mha", ".nii.gz", ".nii", ".nrrd")) and ".seg." not in name)]
         if match and cf.files.get("label"):
@@ -201,7 +203,8 @@ def _evaluate(args) -> int:
 
         torch.set_num_threads(args.threads)
     if args.predictions:
-        rows = evaluate_files(_prediction_pairs(args.predictions, args.data), args.tolerance, args.structures)
+        rows = evaluate_files(_prediction_pairs(args.predictions, args.data, args.cases), args.tolerance,
+                              args.structures)
     elif args.model:
         rows = evaluate_model(args.model, labelled_cases(args.data, args.cases), args.device, args.tolerance,
                               structures=args.structures)

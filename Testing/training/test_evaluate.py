@@ -25,6 +25,10 @@ def test_evaluate_prediction_files(prepared, tmp_path, capsys):
     sitk.WriteImage(moved, str(preds / "002.nii.gz"))
     assert main(["evaluate", "--predictions", str(preds), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
     table = capsys.readouterr().out
+    assert main(["evaluate", "--predictions", str(preds), "--data", str(data), "--cases", "002",
+                 "--out", str(tmp_path / "ev_one")]) == 0  # --cases picks among the predictions too
+    assert {r["case"] for r in csv.DictReader(open(tmp_path / "ev_one" / "metrics.csv"))} == {"002"}
+    capsys.readouterr()
     rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
     assert len(rows) == 10
     r1 = {r["structure"]: r for r in rows if r["case"] == "001"}
