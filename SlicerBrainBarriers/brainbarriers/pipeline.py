@@ -480,7 +480,8 @@ class Segmenter:
         else:
             if atlas.plausible(to_case):
                 return to_case, (f"neck in view: each structure's box covers its box on the atlas head (registered "
-                                 f"on {used}) and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it (the cerebellum and the ventricles not below it)")
+                                 f"on {used}) and its coarse region within {atlas.ZONE_MARGIN_MM:.0f} mm of it "
+                                 f"({' and '.join(f'the {k}' for k in atlas.ZONE_MARGIN_BELOW_MM)} not below it)")
             why = "it claims an implausible head size or a mirror image"
         return None, (f"neck in view, but the atlas could not be registered ({why}); boxes from the coarse network "
                       "alone: check every structure")
