@@ -126,6 +126,7 @@ class Augmenter:
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cfg = self.cfg
         image = image.copy()
+        present = [c for c in range(image.shape[0]) if image[c].any()]  # a missing modality is all zero
         for c in range(image.shape[0]):
             ch = image[c]
             if rng.random() < cfg.get("gamma_probability", 0):
@@ -140,7 +141,14 @@ class Augmenter:
             if rng.random() < cfg.get("noise_probability", 0):
                 ch = ch + rng.normal(0.0, rng.uniform(0, cfg.get("noise_std", 0.1)), size=ch.shape)
             image[c] = ch
-        if image.shape[0] > 1 and rng.random() < cfg.get("modality_dropout_probability", 0):
+        single = cfg.get("single_modality_probability", 0)
+        # drawn only when asked for, so that recipes without it keep their random stream
+        if single > 0 and len(present) > 1 and rng.random() < single:
+            keep = int(rng.choice(present))
+            for c in range(image.shape[0]):
+                if c != keep:
+                    image[c] = 0.0
+        elif image.shape[0] > 1 and rng.random() < cfg.get("modality_dropout_probability", 0):
             # a missing modality is an all-zero channel after normalisation; keep at least one
             n_drop = int(rng.integers(1, image.shape[0]))
             for c in rng.choice(image.shape[0], size=n_drop, replace=False):

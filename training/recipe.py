@@ -95,6 +95,10 @@ class Augmentation:
     noise_probability: float = 0.1
     noise_std: float = 0.1
     modality_dropout_probability: float = 0.0
+    #: Probability of a step that keeps one of the case's modalities, drawn at random, and zeroes the
+    #: others (before modality dropout, which then does not apply). Raises the share of one-input
+    #: steps, the weakest case under plain dropout (a T1 alone: 1 step in 10 at dropout 0.6).
+    single_modality_probability: float = 0.0
 
 
 @dataclass(frozen=True)

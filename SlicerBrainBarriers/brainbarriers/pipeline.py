@@ -264,10 +264,14 @@ def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
 
 def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Model-grid labels onto the reference's exact grid: per label, linear resampling of its mask inside
-    its box, voxels where it reaches 0.5 (the highest label fraction wins)."""
+    its box, voxels where it reaches 0.5 (the highest label fraction wins). A label that this leaves in
+    more 26-connected pieces than it had on the model grid also gets its nearest-neighbour voxels where
+    no label was placed: a one-voxel diagonal run (a joined sinus) reaches 0.5 nowhere between two
+    of its voxels, while nearest-neighbour resampling onto a grid as fine keeps it connected."""
     out = np.zeros(tuple(reversed(reference.GetSize())), dtype=np.uint8)
     best = np.zeros(out.shape, dtype=np.float32)
     shape = labels.shape
+    placed = []
     for v in [int(x) for x in np.unique(labels) if x > 0]:
         mask = labels == v
         box = geometry.expand_box(geometry.mask_box(mask), 2, shape)
@@ -275,12 +279,20 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
         if any(b <= a for a, b in zip(*ref_box)):
             continue
         src = geometry.array_to_image(mask[geometry.box_slices(box)].astype(np.float32), geometry.sub_grid(grid, box))
-        frac = sitk.GetArrayFromImage(geometry.resample_onto(src, geometry.sub_grid(reference, ref_box), sitk.sitkLinear))
+        ref_grid = geometry.sub_grid(reference, ref_box)
+        frac = sitk.GetArrayFromImage(geometry.resample_onto(src, ref_grid, sitk.sitkLinear))
         region = geometry.box_slices(ref_box)
         o, b = out[region], best[region]
         take = (frac >= 0.5) & (frac > b)
         o[take] = v
         b[take] = frac[take]
+        placed.append((v, int(geometry.label_components(mask).max()), src, ref_grid, region))
+    for v, pieces, src, ref_grid, region in placed:
+        o = out[region]
+        if geometry.label_components(o == v).max() <= pieces:
+            continue
+        nearest = sitk.GetArrayFromImage(geometry.resample_onto(src, ref_grid, sitk.sitkNearestNeighbor)) > 0.5
+        o[nearest & (o == 0)] = v
     img = sitk.GetImageFromArray(out)
     img.CopyInformation(reference)
     return img

@@ -63,6 +63,27 @@ def test_model_grid_round_trip_keeps_the_object_in_place(name):
     assert np.linalg.norm(_world_centroid(out, ref) - OBJECT_CENTRE) < 1.0
 
 
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1)])
+def test_a_one_voxel_diagonal_run_stays_one_piece_on_a_finer_input_grid(direction):
+    grid = sitk.Image(50, 50, 50, sitk.sitkUInt8)
+    grid.SetSpacing((2.4, 2.4, 2.4))
+    grid.SetOrigin((-60.0, -60.0, -60.0))
+    ref = sitk.Image(60, 60, 60, sitk.sitkUInt8)
+    ref.SetSpacing((2.0, 2.0, 2.0))
+    ref.SetDirection(direction)
+    ref.SetOrigin(tuple(-60.0 * d for d in (direction[0], direction[4], direction[8])))
+    joined, apart = np.zeros((50, 50, 50), np.uint8), np.zeros((50, 50, 50), np.uint8)
+    for t in range(10, 40):  # a bridge drawn voxel by voxel along the space diagonal
+        joined[t, t, t] = 3
+        if not 24 <= t < 27:  # the same run with a 3-voxel gap: two pieces that must stay apart
+            apart[t, t, t] = 3
+    back = sitk.GetArrayFromImage(labels_to_reference(joined, grid, ref)) == 3
+    assert geometry.label_components(back).max() == 1
+    assert back.sum() * 8.0 < 4 * 30 * 2.4**3  # the run is drawn, not fattened
+    back = sitk.GetArrayFromImage(labels_to_reference(apart, grid, ref)) == 3
+    assert geometry.label_components(back).max() == 2
+
+
 def test_paste_back_of_a_known_crop_lands_at_its_world_position():
     ref = make_image("ct", **GRIDS["oblique"])
     grid = geometry.model_grid(ref, (2.0, 2.0, 2.0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from brainbarriers.structures import fine_target
-from brainbarriers_training.data import TrainingSet
+from brainbarriers_training.data import Augmenter, TrainingSet
 from brainbarriers_training.engine import load_checkpoint, load_weights, network_spec, read_log
 from brainbarriers_training.stages import train_coarse, train_fine
 from training_helpers import PYTHONPATH, REPO, run_training_cli, tiny_config, write_config
@@ -67,6 +67,30 @@ def test_modality_dropout_zeroes_channels(prepared):
         x, _ = ds[i]
         zero = [bool((x[c] == 0).all()) for c in range(3)]
         assert 1 <= sum(zero) <= 2
+
+
+def test_single_modality_steps_keep_one_of_the_present_channels():
+    ds = Augmenter({"single_modality_probability": 1.0, "modality_dropout_probability": 1.0}, (2.0, 2.0, 2.0))
+    image = np.random.default_rng(0).normal(size=(3, 4, 4, 4)).astype(np.float32)
+    image[1] = 0.0  # a case without this modality
+    rng = np.random.default_rng(1)
+    kept = []
+    for _ in range(40):
+        out = ds.intensity(image, rng)
+        alive = [c for c in range(3) if out[c].any()]
+        assert len(alive) == 1
+        kept.append(alive[0])
+    assert set(kept) == {0, 2}  # never the missing channel, both present ones in turn
+
+
+def test_recipes_without_single_modality_steps_keep_their_random_stream():
+    image = np.random.default_rng(0).normal(size=(3, 4, 4, 4)).astype(np.float32)
+    outs = []
+    for extra in ({}, {"single_modality_probability": 0.0}):
+        ds = Augmenter({"modality_dropout_probability": 0.5, "noise_probability": 0.5} | extra, (2.0, 2.0, 2.0))
+        rng = np.random.default_rng(3)
+        outs.append(np.stack([ds.intensity(image, rng) for _ in range(10)]))
+    np.testing.assert_array_equal(*outs)
 
 
 def test_augmentation_is_seeded(prepared):
