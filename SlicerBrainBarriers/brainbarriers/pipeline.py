@@ -11,7 +11,7 @@ progress as (stage, overall fraction, message).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,7 @@ from .bundles.manifest import SLICE_AXIS_NETWORKS
 from .errors import InputError
 from .geometry import keep_large_components
 from .preprocessing import array_axis, stack_channels
-from .structures import MODALITIES, FineTarget, fine_target, output_label, targets_for_labels
+from .structures import FINE_TARGETS, MODALITIES, FineTarget, fine_target, output_label, targets_for_labels
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -92,6 +92,10 @@ class SegmentResult:
 
 
 # --- stages -----------------------------------------------------------------------------------------
+
+
+#: Output labels of the structures served by HMRNet-s, a voxel or two thick on the model grid.
+THIN_LABELS = frozenset(t.label for t in FINE_TARGETS if t.variant == "s")
 
 
 def choose_reference(images: dict[str, sitk.Image]) -> str:
@@ -262,12 +266,14 @@ def cleanup_labels(labels: np.ndarray, values: list[int]) -> np.ndarray:
     return out
 
 
-def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
+def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                        thin: Collection[int] = THIN_LABELS) -> sitk.Image:
     """Model-grid labels onto the reference's exact grid: per label, linear resampling of its mask inside
-    its box, voxels where it reaches 0.5 (the highest label fraction wins). A label that this leaves in
-    more 26-connected pieces than it had on the model grid also gets its nearest-neighbour voxels where
-    no label was placed: a one-voxel diagonal run (a joined sinus) reaches 0.5 nowhere between two
-    of its voxels, while nearest-neighbour resampling onto a grid as fine keeps it connected."""
+    its box, voxels where it reaches 0.5 (the highest label fraction wins). A ``thin`` label that this
+    leaves in more 26-connected pieces than it had on the model grid also gets its nearest-neighbour
+    voxels where no label was placed: a one-voxel diagonal run (a joined sinus) reaches 0.5 nowhere
+    between two of its voxels, while nearest-neighbour resampling onto a grid as fine keeps it
+    connected. Plump labels are left to the linear rule, which draws their boundary more faithfully."""
     out = np.zeros(tuple(reversed(reference.GetSize())), dtype=np.uint8)
     best = np.zeros(out.shape, dtype=np.float32)
     shape = labels.shape
@@ -286,7 +292,8 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
         take = (frac >= 0.5) & (frac > b)
         o[take] = v
         b[take] = frac[take]
-        placed.append((v, int(geometry.label_components(mask).max()), src, ref_grid, region))
+        if v in thin:
+            placed.append((v, int(geometry.label_components(mask).max()), src, ref_grid, region))
     for v, pieces, src, ref_grid, region in placed:
         o = out[region]
         if geometry.label_components(o == v).max() <= pieces:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from brainbarriers import geometry
+from brainbarriers import geometry, pipeline
 from brainbarriers.bundles import load_bundle
 from brainbarriers.pipeline import (
     Segmenter,
@@ -82,6 +82,19 @@ def test_a_one_voxel_diagonal_run_stays_one_piece_on_a_finer_input_grid(directio
     assert back.sum() * 8.0 < 4 * 30 * 2.4**3  # the run is drawn, not fattened
     back = sitk.GetArrayFromImage(labels_to_reference(apart, grid, ref)) == 3
     assert geometry.label_components(back).max() == 2
+
+
+def test_plump_labels_keep_the_linear_rule_on_the_input_grid():
+    grid = sitk.Image(30, 30, 30, sitk.sitkUInt8)
+    grid.SetSpacing((2.4, 2.4, 2.4))
+    ref = sitk.Image(36, 36, 36, sitk.sitkUInt8)
+    ref.SetSpacing((2.0, 2.0, 2.0))
+    labels = np.zeros((30, 30, 30), np.uint8)
+    for t in range(5, 25):
+        labels[t, t, t] = 5  # the ventricles (HMRNet-p): not restored, whatever their shape
+    linear = sitk.GetArrayFromImage(labels_to_reference(labels, grid, ref, thin=()))
+    assert np.array_equal(sitk.GetArrayFromImage(labels_to_reference(labels, grid, ref)), linear)
+    assert 5 not in pipeline.THIN_LABELS and {2, 3} <= pipeline.THIN_LABELS
 
 
 def test_paste_back_of_a_known_crop_lands_at_its_world_position():
