@@ -207,11 +207,12 @@ def test_the_join_stays_in_the_networks_box_and_merges_side_by_side_tracks():
     assert components(join_sagittal_sinus(tracks, p, ((0, 0, 0), tracks.shape), SPACING, SINUS) == SINUS) == 1
 
 
-def test_the_pipeline_clean_up_drops_specks_left_by_resampling_onto_a_finer_grid(tiny_bundle):
-    """A thin diagonal run on the 2.4 mm model grid falls apart into specks on a 1 mm input grid;
-    the clean-up on the input grid removes them (and --no-cleanup keeps them)."""
+def test_a_thin_diagonal_run_reaches_a_finer_input_grid_in_one_piece(tiny_bundle):
+    """A thin diagonal run on the 2.4 mm model grid would fall apart into specks on a 1 mm input
+    grid under the linear rule alone (the clean-up then dropped them); the nearest-neighbour
+    fallback for thin labels keeps it whole, with or without the clean-up."""
     from brainbarriers.bundles import load_bundle
-    from brainbarriers.pipeline import Segmenter, SegmentOptions
+    from brainbarriers.pipeline import Segmenter, SegmentOptions, labels_to_reference
 
     grid = sitk.Image(30, 30, 30, sitk.sitkUInt8)
     grid.SetSpacing((2.4, 2.4, 2.4))
@@ -220,12 +221,14 @@ def test_the_pipeline_clean_up_drops_specks_left_by_resampling_onto_a_finer_grid
     labels[5:15, 5:15, 5:15] = SINUS
     for n in range(1, 8):
         labels[14 + n, 14 + n, 14 + n] = SINUS  # touches the block and itself at corners only
+    linear = sitk.GetArrayFromImage(labels_to_reference(labels, grid, reference, thin=())) == SINUS
+    assert components(linear) > 1
     bundle = load_bundle(tiny_bundle)
-    kept = Segmenter(bundle, "cpu", SegmentOptions(cleanup=False)).postprocess(labels, grid, reference)
-    assert components(sitk.GetArrayFromImage(kept) == SINUS) > 1
-    cleaned = Segmenter(bundle, "cpu", SegmentOptions()).postprocess(labels, grid, reference)
-    assert components(sitk.GetArrayFromImage(cleaned) == SINUS) == 1
-    assert cleaned.GetSize() == reference.GetSize()
+    for options in (SegmentOptions(cleanup=False), SegmentOptions()):
+        out = Segmenter(bundle, "cpu", options).postprocess(labels, grid, reference)
+        sinus = sitk.GetArrayFromImage(out) == SINUS
+        assert components(sinus) == 1 and out.GetSize() == reference.GetSize()
+        assert sinus[48:53, 48:53, 48:53].any()  # the run's far end (model voxel 21) is drawn
 
 
 def test_the_rules_run_without_scipy():
