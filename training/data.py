@@ -126,7 +126,9 @@ class Augmenter:
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cfg = self.cfg
         image = image.copy()
-        present = [c for c in range(image.shape[0]) if image[c].any()]  # a missing modality is all zero
+        single = cfg.get("single_modality_probability", 0)
+        # before the noise below: a missing modality is all zero
+        present = [c for c in range(image.shape[0]) if image[c].any()] if single > 0 else []
         for c in range(image.shape[0]):
             ch = image[c]
             if rng.random() < cfg.get("gamma_probability", 0):
@@ -141,9 +143,8 @@ class Augmenter:
             if rng.random() < cfg.get("noise_probability", 0):
                 ch = ch + rng.normal(0.0, rng.uniform(0, cfg.get("noise_std", 0.1)), size=ch.shape)
             image[c] = ch
-        single = cfg.get("single_modality_probability", 0)
         # drawn only when asked for, so that recipes without it keep their random stream
-        if single > 0 and len(present) > 1 and rng.random() < single:
+        if len(present) > 1 and rng.random() < single:
             keep = int(rng.choice(present))
             for c in range(image.shape[0]):
                 if c != keep:

@@ -277,7 +277,7 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
     out = np.zeros(tuple(reversed(reference.GetSize())), dtype=np.uint8)
     best = np.zeros(out.shape, dtype=np.float32)
     shape = labels.shape
-    placed = []
+    to_check = []  # thin labels whose connectivity the linear rule may have broken
     for v in [int(x) for x in np.unique(labels) if x > 0]:
         mask = labels == v
         box = geometry.expand_box(geometry.mask_box(mask), 2, shape)
@@ -293,8 +293,8 @@ def labels_to_reference(labels: np.ndarray, grid: sitk.Image, reference: sitk.Im
         o[take] = v
         b[take] = frac[take]
         if v in thin:
-            placed.append((v, int(geometry.label_components(mask).max()), src, ref_grid, region))
-    for v, pieces, src, ref_grid, region in placed:
+            to_check.append((v, int(geometry.label_components(mask).max()), src, ref_grid, region))
+    for v, pieces, src, ref_grid, region in to_check:
         o = out[region]
         if geometry.label_components(o == v).max() <= pieces:
             continue
