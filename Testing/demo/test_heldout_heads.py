@@ -52,7 +52,7 @@ def reports(tmp_path_factory) -> dict[str, dict]:
     return found
 
 
-#: Checks the demo model (0.4.1, through the pipeline with its anatomical rules and, for heads with
+#: Checks the demo model (0.4.2, through the pipeline with its anatomical rules and, for heads with
 #: the neck in view, the atlas) does not meet on these heads (docs/demo.md). Empty since the thin
 #: labels stay connected on the input grid (pipeline.THIN_LABELS): 104's superior sagittal sinus,
 #: joined on the model grid, had split in resampling. Strict: a listed check fails as soon as a
@@ -61,7 +61,7 @@ OPEN: dict[str, set[str]] = {}
 
 
 def cases_for(check: str) -> list:
-    return [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="demo model 0.4.1 does not meet this "
+    return [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="demo model 0.4.2 does not meet this "
                                                                             "here yet (issue 16)"))
             if case in OPEN.get(check, ()) else case for case in CASES]
 
