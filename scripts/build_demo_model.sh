@@ -1,10 +1,11 @@
 #!/bin/bash
-# Rebuild the shipped demo model (brainbarriers-demo 0.4.0: 0.3.0's networks, the cerebellum's trained
+# Rebuild the shipped demo model (brainbarriers-demo 0.4.x: 0.3.0's networks, the cerebellum's trained
 # further on heads with a synthetic neck) from the package registries, end to end.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
-# About 8 minutes for the data (two sets of 64 generated heads at ~3 s each), ~105 minutes of
-# training on 2 CPU cores (two runs side by side, one thread each), ~20 minutes for the neck heads
-# and the cerebellum's further training, 3 minutes to export and evaluate.
+# Training takes about 165 min on 2 CPU cores (`python bench/bench_demo_rebuild.py --cache
+# WORK/cache_v3 --steps 20`, 2026-12-06, AMD EPYC: two lanes side by side, then the neck run);
+# the data, about 8 min per set of 64 generated heads with its `prepare`, three
+# sets; export and evaluation about 3 min. Not a measured rebuild.
 #   bash scripts/build_demo_model.sh
 # Two sets of the same 64 heads (seed 0): $PLAIN without concealment of the thin structures
 # (model 0.2.0's material; the coarse, cerebellum and ventricle networks of 0.3.0 are 0.2.0's)
@@ -28,28 +29,34 @@ mkdir -p "$DATA" && cp -r "$PLAIN/001" "$DATA/"
 $PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$DATA" --count 64 --seed 0 --overwrite
 $PY scripts/build_heldout.py --work "$WORK"
 
-# 3. training (training/configs/demo.json): coarse and fine side by side, one thread each
+# 3. training (training/configs/demo.json): two lanes side by side, one thread each: the coarse network
+#    then the sagittal sinus, and the other fine networks (bench/bench_demo_rebuild.py times them)
 $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
 $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
-$PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_coarse" \
-    --set coarse.epochs=60 --set coarse.iterations_per_epoch=40 &
-coarse=$!
+(
+  $PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_coarse" \
+      --set coarse.epochs=60 --set coarse.iterations_per_epoch=40
+  # the thin networks on the heads with concealed thin structures (0.3.0)
+  $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_sinus" --structure sagittal_sinus \
+      --set fine.epochs=60 --set fine.iterations_per_epoch=20
+  # 0.3.0's sagittal sinus was resumed from its 60-epoch checkpoint to 120 epochs: its post-training
+  # check (Dice on its own training crops) read 0.48, below the check's bar (0.63 after)
+  $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_sinus" --structure sagittal_sinus \
+      --set fine.epochs=120 --set fine.iterations_per_epoch=20
+) &
+lane=$!
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure ventricles \
     --set fine.epochs=25 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure cerebellum \
     --set fine.epochs=20 --set fine.iterations_per_epoch=20
-# the thin networks on the heads with concealed thin structures (0.3.0)
 $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure falx \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure tentorium \
     --set fine.epochs=45 --set fine.iterations_per_epoch=20
-wait $coarse
-$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure sagittal_sinus transverse_sinus \
+$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure transverse_sinus \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
-# 0.3.0's sagittal sinus was resumed from its 60-epoch checkpoint to 120 epochs: its post-training
-# check (Dice on its own training crops) read 0.48, below the check's bar (0.63 after)
-$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure sagittal_sinus \
-    --set fine.epochs=120 --set fine.iterations_per_epoch=20
+wait $lane
+rm -rf "$WORK/run/fine/sagittal_sinus" && cp -r "$WORK/run_sinus/fine/sagittal_sinus" "$WORK/run/fine/sagittal_sinus"
 rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 # 0.4.0: the cerebellum network trained further on the same heads, 70 % of them with a synthetic neck
 NECK=${NECK:-/work/demo_data_neck}

@@ -1,0 +1,69 @@
+"""bench/bench_demo_rebuild.py: its table of training runs follows scripts/build_demo_model.sh, and its
+schedule arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_demo_rebuild", REPO / "bench" / "bench_demo_rebuild.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_runs() -> list[tuple[str, str, int, int]]:
+    """(stage, structure or '', epochs, iterations) of each training command in the build script."""
+    text = (REPO / "scripts" / "build_demo_model.sh").read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        m = re.search(r"train-(coarse|fine)\b", line)
+        if not m:
+            continue
+        structure = re.search(r"--structure ([\w ]+?)(?: --|$)", line)
+        epochs = re.search(r"--set \w+\.epochs=(\d+)", line)
+        iterations = re.search(r"--set \w+\.iterations_per_epoch=(\d+)", line)
+        for name in (structure.group(1).split() if structure else [""]):
+            found.append((m.group(1), name, int(epochs.group(1)), int(iterations.group(1))))
+    return found
+
+
+def test_the_bench_times_every_training_run_of_the_build_script(bench):
+    runs = script_runs()
+    assert len(runs) == len(bench.RUNS), runs
+    table = sorted((r.stage, r.structure or "", r.iterations) for r in bench.RUNS.values())
+    assert table == sorted((stage, name, iterations) for stage, name, _, iterations in runs)
+    # the resume's epochs count from its first run's end: 120 in the script, 60 more in the table
+    resumed = bench.RUNS["sagittal_sinus resumed"]
+    first = bench.RUNS["sagittal_sinus"]
+    assert ("fine", "sagittal_sinus", first.epochs + resumed.epochs, resumed.iterations) in runs
+    for r in bench.RUNS.values():
+        if r.name != resumed.name:
+            assert (r.stage, r.structure or "", r.epochs, r.iterations) in runs, r
+
+
+def test_the_schedule_adds_the_serial_runs_to_the_longer_lane(bench):
+    minutes = {name: 0.0 for name in bench.RUNS}
+    minutes.update({"coarse": 70.0, "sagittal_sinus": 20.0, "sagittal_sinus resumed": 20.0, "ventricles": 10.0,
+                    "tentorium": 30.0, "transverse_sinus": 15.0, "cerebellum on necks": 10.0})
+    script, bound = bench.schedule_minutes(minutes)
+    assert script == (70 + 20 + 20) + 10  # the coarse lane is the longer; the neck run comes after both
+    # core-minutes: 70 + 20 + 20 + 10 + 30 + 15 + 2 x 10 (two threads) = 185 -> 92.5 on 2 cores
+    assert bound == 92.5
+
+
+def test_seconds_per_step_leaves_out_the_first_step(bench, tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,iteration,step,loss,lr,seconds\n1,1,1,1.0,0.1,30.0\n1,2,2,1.0,0.1,32.0\n"
+                   "1,3,3,1.0,0.1,34.0\n")
+    assert bench.seconds_per_step(log) == pytest.approx(4.0 / 2)

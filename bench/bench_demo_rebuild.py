@@ -1,0 +1,128 @@
+"""How long `scripts/build_demo_model.sh` trains: seconds per step of each of its training runs, and
+the wall time of its schedule on 2 cores.
+
+    python bench/bench_demo_rebuild.py --cache WORK/cache_v3 [--steps 12] [--out DIR]
+
+Each run of the script is started for ``--steps`` steps with its own network, crop and thread count
+(``train-coarse`` / ``train-fine --set ...epochs=1 --set ...iterations_per_epoch=STEPS``); seconds per
+step come from the ``seconds`` column of its ``log.csv``, first step left out (start-up). The
+one-thread runs are timed two at a time, as the script runs them side by side; the two-thread run
+alone. Any prepared cache of the demo grid serves (step time does not depend on intensities).
+Prints the CPU, each run's steps and minutes, the script's schedule and the lower bound of any
+schedule on 2 cores. Not counted: data generation and ``prepare`` (timed by hand, docs/demo.md),
+start-up, epoch ends, post-training checks, calibration and export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainbarriers_training.smoke import cpu_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training command of scripts/build_demo_model.sh."""
+
+    name: str
+    stage: str  # "coarse" or "fine"
+    structure: str | None
+    epochs: int
+    iterations: int
+    threads: int
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.iterations
+
+
+#: The script's training runs; `Testing/demo/test_bench_demo_rebuild.py` checks that each one's
+#: epochs and iterations appear in the script. The resume trains from epoch 60 to 120.
+RUNS = {
+    "coarse": Run("coarse", "coarse", None, 60, 40, 1),
+    "ventricles": Run("ventricles", "fine", "ventricles", 25, 20, 1),
+    "cerebellum": Run("cerebellum", "fine", "cerebellum", 20, 20, 1),
+    "falx": Run("falx", "fine", "falx", 60, 20, 1),
+    "tentorium": Run("tentorium", "fine", "tentorium", 45, 20, 1),
+    "sagittal_sinus": Run("sagittal_sinus", "fine", "sagittal_sinus", 60, 20, 1),
+    "transverse_sinus": Run("transverse_sinus", "fine", "transverse_sinus", 60, 20, 1),
+    "sagittal_sinus resumed": Run("sagittal_sinus resumed", "fine", "sagittal_sinus", 60, 20, 1),
+    "cerebellum on necks": Run("cerebellum on necks", "fine", "cerebellum", 20, 20, 2),
+}
+
+#: The script's order: two lanes side by side, then the rest one after the other.
+SIDE_BY_SIDE = (("coarse", "sagittal_sinus", "sagittal_sinus resumed"),
+                ("ventricles", "cerebellum", "falx", "tentorium", "transverse_sinus"))
+THEN = ("cerebellum on necks",)
+
+
+def seconds_per_step(log: Path) -> float:
+    """Mean seconds per step after the first (which carries start-up) from a training log.csv."""
+    with open(log, newline="") as fh:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(fh)]
+    if len(seconds) < 3:
+        raise RuntimeError(f"{log}: too few steps to time")
+    return (seconds[-1] - seconds[0]) / (len(seconds) - 1)
+
+
+def time_run(run: Run, cache: Path, steps: int, work: Path) -> float:
+    """Train `run`'s network for `steps` steps; its seconds per step."""
+    out = work / run.name.replace(" ", "_")
+    cmd = [sys.executable, "-m", "brainbarriers_training", f"train-{run.stage}", "--config", "demo",
+           "--threads", str(run.threads), "--cache", str(cache), "--workdir", str(out),
+           "--set", f"{run.stage}.epochs=1", "--set", f"{run.stage}.iterations_per_epoch={steps}"]
+    if run.structure:
+        cmd += ["--structure", run.structure]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    folder = out / "coarse" if run.stage == "coarse" else out / "fine" / run.structure
+    return seconds_per_step(folder / "log.csv")
+
+
+def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
+    """(the script's wall minutes, the lower bound of any schedule on 2 cores)."""
+    script = max(sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE) + sum(minutes[n] for n in THEN)
+    core_minutes = sum(minutes[n] * RUNS[n].threads for n in RUNS)
+    bound = max(core_minutes / 2, max(minutes.values()))
+    return script, bound
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path, required=True, help="a prepared demo cache (e.g. WORK/cache_v3)")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=None, help="keep the short runs here")
+    args = ap.parse_args(argv)
+    work = args.out or Path(tempfile.mkdtemp(prefix="bench_rebuild_"))
+    # each distinct (network, threads) once: the resume and the first sagittal run share a step
+    distinct = {(r.stage, r.structure, r.threads): r for r in RUNS.values()}
+    one_thread = [r for r in distinct.values() if r.threads == 1]
+    with ThreadPoolExecutor(2) as pool:
+        per_step = dict(zip([(r.stage, r.structure, r.threads) for r in one_thread],
+                            pool.map(lambda r: time_run(r, args.cache, args.steps, work), one_thread)))
+    for r in distinct.values():
+        if r.threads > 1:
+            per_step[(r.stage, r.structure, r.threads)] = time_run(r, args.cache, args.steps, work)
+    minutes = {n: r.steps * per_step[(r.stage, r.structure, r.threads)] / 60 for n, r in RUNS.items()}
+    print(f"machine: {cpu_name()}; {args.steps} steps per timing, one-thread runs timed two at a time")
+    print(f"{'run':<24}{'threads':>8}{'steps':>7}{'s/step':>8}{'min':>7}")
+    for n, r in RUNS.items():
+        print(f"{n:<24}{r.threads:>8}{r.steps:>7}{per_step[(r.stage, r.structure, r.threads)]:>8.2f}"
+              f"{minutes[n]:>7.1f}")
+    script, bound = schedule_minutes(minutes)
+    print(f"scripts/build_demo_model.sh training: {script:.0f} min wall on 2 cores "
+          f"(lanes {' | '.join(' + '.join(lane) for lane in SIDE_BY_SIDE)}, then {' + '.join(THEN)})")
+    print(f"any schedule on 2 cores: at least {bound:.0f} min (core-minutes / 2, or the longest run)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
