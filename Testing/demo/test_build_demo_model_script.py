@@ -1,0 +1,101 @@
+"""scripts/build_demo_model.sh's order of work, run for real by bash with a recording interpreter in
+place of Python (the real commands take hours): the two training lanes run side by side, the neck
+run waits for both, and a failed run stops the build before it touches the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = Path("SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo")
+
+#: Stands in for $PY: records each command with its start and end, makes the folders the script copies
+#: next, and fails a command that names $FAIL_ON.
+RECORDER = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys, time
+    from pathlib import Path
+    args = sys.argv[1:]
+    def value(flag):
+        return args[args.index(flag) + 1] if flag in args else None
+    start = time.monotonic()
+    if os.environ.get("FAIL_ON") and os.environ["FAIL_ON"] in " ".join(args):
+        sys.exit(3)
+    command = next((a for a in args if a.startswith("train-") or a in ("export", "synth", "prepare", "evaluate")),
+                   Path(args[0]).name)
+    if command.startswith("train-"):
+        workdir = Path(value("--workdir"))
+        if command == "train-coarse":
+            (workdir / "coarse").mkdir(parents=True, exist_ok=True)
+        else:
+            (workdir / "fine" / value("--structure")).mkdir(parents=True, exist_ok=True)
+        # as in the real build the coarse lane is the longer one, so only a wait holds the neck run back
+        time.sleep(1.0 if command == "train-coarse" else 0.25)
+    elif command == "export":
+        Path(value("--out")).mkdir(parents=True)
+        (Path(value("--out")) / "exported").write_text("new")
+    elif command == "build_demo_labels.py":
+        (Path(value("--data")) / "001").mkdir(parents=True, exist_ok=True)
+    with open(os.environ["RECORD"], "a") as fh:
+        fh.write(json.dumps({{"command": command, "structure": value("--structure"), "workdir": Path(
+            value("--workdir") or ".").name, "epochs": next(
+            (a.split("=")[1] for a in args if ".epochs=" in a), None), "start": start, "end": time.monotonic()}}) + "\\n")
+""")
+
+
+def run_build(tmp_path: Path, fail_on: str = "") -> tuple[subprocess.CompletedProcess, list[dict], Path]:
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "build_demo_model.sh", root / "scripts")
+    (root / BUNDLE).mkdir(parents=True)
+    for name in ("MODEL_CARD.md", "LICENSE"):
+        (root / BUNDLE / name).write_text("old")
+    recorder = tmp_path / "py"
+    recorder.write_text(RECORDER.format(python=sys.executable))
+    recorder.chmod(0o755)
+    record = tmp_path / "record.jsonl"
+    env = dict(os.environ, PY=str(recorder), RECORD=str(record), FAIL_ON=fail_on, WORK=str(tmp_path / "work"),
+               PLAIN=str(tmp_path / "plain"), DATA=str(tmp_path / "data"), NECK=str(tmp_path / "neck"))
+    run = subprocess.run(["bash", str(root / "scripts" / "build_demo_model.sh")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    rows = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return run, rows, root
+
+
+def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path):
+    run, rows, root = run_build(tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    training = [r for r in rows if r["command"].startswith("train-")]
+    names = [(r["workdir"], r["structure"], r["epochs"]) for r in training]
+    lane_a = [("run_coarse", None, "60"), ("run_sinus", "sagittal_sinus", "60"), ("run_sinus", "sagittal_sinus", "120")]
+    lane_b = [("run", s, e) for s, e in (("ventricles", "25"), ("cerebellum", "20"), ("falx", "60"),
+                                          ("tentorium", "45"), ("transverse_sinus", "60"))]
+    neck = ("run_neck", "cerebellum", "20")
+    assert sorted(names, key=str) == sorted(lane_a + lane_b + [neck], key=str), names
+
+    def row(key):
+        return next(r for r in training if (r["workdir"], r["structure"], r["epochs"]) == key)
+
+    for lane in (lane_a, lane_b):  # each lane in its order
+        assert all(row(a)["end"] <= row(b)["start"] for a, b in zip(lane, lane[1:]))
+    assert row(lane_b[0])["start"] < row(lane_a[0])["end"]  # side by side, not one after the other
+    assert row(neck)["start"] >= max(row(lane_a[-1])["end"], row(lane_b[-1])["end"])
+    export = next(r for r in rows if r["command"] == "export")
+    assert export["start"] >= row(neck)["end"]
+    assert (root / BUNDLE / "exported").read_text() == "new"
+
+
+@pytest.mark.parametrize("failing", ["train-coarse", "transverse_sinus"])
+def test_a_failed_training_run_stops_the_build_before_the_bundle_is_touched(tmp_path, failing):
+    run, rows, root = run_build(tmp_path, fail_on=failing)
+    assert run.returncode != 0
+    assert not any(r["command"] == "export" for r in rows)
+    assert (root / BUNDLE / "MODEL_CARD.md").read_text() == "old" and not (root / BUNDLE / "exported").exists()
