@@ -6,8 +6,8 @@ the wall time of its schedule on 2 cores.
 Each run of the script is started for ``--steps`` steps with its own network, crop and thread count
 (``train-coarse`` / ``train-fine --set ...epochs=1 --set ...iterations_per_epoch=STEPS``); seconds per
 step come from the ``seconds`` column of its ``log.csv``, first step left out (start-up). The
-one-thread runs are timed two at a time, as the script runs them side by side; the two-thread run
-alone. Any prepared cache of the demo grid serves (step time does not depend on intensities).
+one-thread runs are timed two at a time, so that each has a neighbour as in the script's two lanes
+(the pairs are not the script's, and the last may run partly alone); the two-thread run alone. Any prepared cache of the demo grid serves (step time does not depend on intensities).
 Prints the CPU, each run's steps and minutes, the script's schedule and the lower bound of any
 schedule on 2 cores. Not counted: data generation and ``prepare`` (timed by hand, docs/demo.md),
 start-up, epoch ends, post-training checks, calibration and export.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,7 @@ def seconds_per_step(log: Path) -> float:
 def time_run(run: Run, cache: Path, steps: int, work: Path) -> float:
     """Train `run`'s network for `steps` steps; its seconds per step."""
     out = work / run.name.replace(" ", "_")
+    shutil.rmtree(out, ignore_errors=True)  # a finished checkpoint there would resume with no steps to time
     cmd = [sys.executable, "-m", "brainbarriers_training", f"train-{run.stage}", "--config", "demo",
            "--threads", str(run.threads), "--cache", str(cache), "--workdir", str(out),
            "--set", f"{run.stage}.epochs=1", "--set", f"{run.stage}.iterations_per_epoch={steps}"]

@@ -33,10 +33,11 @@ $PY scripts/build_heldout.py --work "$WORK"
 #    then the sagittal sinus, and the other fine networks (bench/bench_demo_rebuild.py times them)
 $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
 $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
+# the thin networks (falx, tentorium, both sinus parts: $THIN) on the heads with concealed thin
+# structures (0.3.0)
 (
   $PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_coarse" \
       --set coarse.epochs=60 --set coarse.iterations_per_epoch=40
-  # the thin networks on the heads with concealed thin structures (0.3.0)
   $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_sinus" --structure sagittal_sinus \
       --set fine.epochs=60 --set fine.iterations_per_epoch=20
   # 0.3.0's sagittal sinus was resumed from its 60-epoch checkpoint to 120 epochs: its post-training
@@ -45,6 +46,8 @@ $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" -
       --set fine.epochs=120 --set fine.iterations_per_epoch=20
 ) &
 lane=$!
+# if this lane fails (or the build is interrupted), stop the other one too: it would go on for hours
+trap 'pkill -P "$lane" 2>/dev/null; kill "$lane" 2>/dev/null; true' EXIT
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure ventricles \
     --set fine.epochs=25 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure cerebellum \
@@ -56,8 +59,11 @@ $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure
 $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure transverse_sinus \
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
 wait $lane
-rm -rf "$WORK/run/fine/sagittal_sinus" && cp -r "$WORK/run_sinus/fine/sagittal_sinus" "$WORK/run/fine/sagittal_sinus"
-rm -rf "$WORK/run/coarse" && cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
+trap - EXIT
+rm -rf "$WORK/run/fine/sagittal_sinus"
+cp -r "$WORK/run_sinus/fine/sagittal_sinus" "$WORK/run/fine/sagittal_sinus"
+rm -rf "$WORK/run/coarse"
+cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
 # 0.4.0: the cerebellum network trained further on the same heads, 70 % of them with a synthetic neck
 NECK=${NECK:-/work/demo_data_neck}
 mkdir -p "$NECK" && cp -r "$PLAIN/001" "$NECK/"

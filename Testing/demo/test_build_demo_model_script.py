@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ RECORDER = textwrap.dedent("""\
         else:
             (workdir / "fine" / value("--structure")).mkdir(parents=True, exist_ok=True)
         # as in the real build the coarse lane is the longer one, so only a wait holds the neck run back
-        time.sleep(1.0 if command == "train-coarse" else 0.25)
+        time.sleep(3.0 if command == "train-coarse" else 0.1)
     elif command == "export":
         Path(value("--out")).mkdir(parents=True)
         (Path(value("--out")) / "exported").write_text("new")
@@ -99,3 +100,13 @@ def test_a_failed_training_run_stops_the_build_before_the_bundle_is_touched(tmp_
     assert run.returncode != 0
     assert not any(r["command"] == "export" for r in rows)
     assert (root / BUNDLE / "MODEL_CARD.md").read_text() == "old" and not (root / BUNDLE / "exported").exists()
+
+
+def test_a_failed_run_in_the_foreground_lane_stops_the_background_lane(tmp_path):
+    # the transverse sinus ends the foreground lane while the coarse network still trains in the other
+    run, _, _ = run_build(tmp_path, fail_on="transverse_sinus")
+    assert run.returncode != 0
+    time.sleep(4.0)  # longer than the coarse run: had it gone on, its lane would have recorded by now
+    record = tmp_path / "record.jsonl"
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert not any(r["workdir"] in ("run_coarse", "run_sinus") for r in rows), rows
