@@ -7,7 +7,8 @@ Each run of the script is started for ``--steps`` steps with its own network, cr
 (``train-coarse`` / ``train-fine --set ...epochs=1 --set ...iterations_per_epoch=STEPS``); seconds per
 step come from the ``seconds`` column of its ``log.csv``, first step left out (start-up). The
 one-thread runs are timed two at a time, so that each has a neighbour as in the script's two lanes
-(the pairs are not the script's, and the last may run partly alone); the two-thread run alone. Any prepared cache of the demo grid serves (step time does not depend on intensities).
+(the pairs are not the script's, and the last may run partly alone); the two-thread run alone.
+Any prepared cache of the demo grid serves (step time does not depend on intensities).
 Prints the CPU, each run's steps and minutes, the script's schedule and the lower bound of any
 schedule on 2 cores. Not counted: data generation and ``prepare`` (timed by hand, docs/demo.md),
 start-up, epoch ends, post-training checks, calibration and export.
@@ -16,7 +17,6 @@ start-up, epoch ends, post-training checks, calibration and export.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainbarriers_training.engine import read_log
 from brainbarriers_training.smoke import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,11 @@ class Run:
     @property
     def steps(self) -> int:
         return self.epochs * self.iterations
+
+    @property
+    def network(self) -> tuple[str, str | None, int]:
+        """What a step's time depends on: the resume and its first run share it."""
+        return self.stage, self.structure, self.threads
 
 
 #: The script's training runs; `Testing/demo/test_bench_demo_rebuild.py` checks that each one's
@@ -66,12 +72,11 @@ SIDE_BY_SIDE = (("coarse", "sagittal_sinus", "sagittal_sinus resumed"),
 THEN = ("cerebellum on necks",)
 
 
-def seconds_per_step(log: Path) -> float:
-    """Mean seconds per step after the first (which carries start-up) from a training log.csv."""
-    with open(log, newline="") as fh:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(fh)]
+def seconds_per_step(out_dir: Path) -> float:
+    """Mean seconds per step after the first (which carries start-up) from a training run's log.csv."""
+    seconds = [row["seconds"] for row in read_log(out_dir)]
     if len(seconds) < 3:
-        raise RuntimeError(f"{log}: too few steps to time")
+        raise RuntimeError(f"{out_dir}: too few steps to time")
     return (seconds[-1] - seconds[0]) / (len(seconds) - 1)
 
 
@@ -85,8 +90,7 @@ def time_run(run: Run, cache: Path, steps: int, work: Path) -> float:
     if run.structure:
         cmd += ["--structure", run.structure]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-    folder = out / "coarse" if run.stage == "coarse" else out / "fine" / run.structure
-    return seconds_per_step(folder / "log.csv")
+    return seconds_per_step(out / "coarse" if run.stage == "coarse" else out / "fine" / run.structure)
 
 
 def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
@@ -104,21 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="keep the short runs here")
     args = ap.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_rebuild_"))
-    # each distinct (network, threads) once: the resume and the first sagittal run share a step
-    distinct = {(r.stage, r.structure, r.threads): r for r in RUNS.values()}
+    distinct = {r.network: r for r in RUNS.values()}
     one_thread = [r for r in distinct.values() if r.threads == 1]
     with ThreadPoolExecutor(2) as pool:
-        per_step = dict(zip([(r.stage, r.structure, r.threads) for r in one_thread],
+        per_step = dict(zip([r.network for r in one_thread],
                             pool.map(lambda r: time_run(r, args.cache, args.steps, work), one_thread)))
     for r in distinct.values():
         if r.threads > 1:
-            per_step[(r.stage, r.structure, r.threads)] = time_run(r, args.cache, args.steps, work)
-    minutes = {n: r.steps * per_step[(r.stage, r.structure, r.threads)] / 60 for n, r in RUNS.items()}
+            per_step[r.network] = time_run(r, args.cache, args.steps, work)
+    minutes = {n: r.steps * per_step[r.network] / 60 for n, r in RUNS.items()}
     print(f"machine: {cpu_name()}; {args.steps} steps per timing, one-thread runs timed two at a time")
     print(f"{'run':<24}{'threads':>8}{'steps':>7}{'s/step':>8}{'min':>7}")
     for n, r in RUNS.items():
-        print(f"{n:<24}{r.threads:>8}{r.steps:>7}{per_step[(r.stage, r.structure, r.threads)]:>8.2f}"
-              f"{minutes[n]:>7.1f}")
+        print(f"{n:<24}{r.threads:>8}{r.steps:>7}{per_step[r.network]:>8.2f}{minutes[n]:>7.1f}")
     script, bound = schedule_minutes(minutes)
     print(f"scripts/build_demo_model.sh training: {script:.0f} min wall on 2 cores "
           f"(lanes {' | '.join(' + '.join(lane) for lane in SIDE_BY_SIDE)}, then {' + '.join(THEN)})")

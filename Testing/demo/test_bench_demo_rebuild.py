@@ -66,4 +66,4 @@ def test_seconds_per_step_leaves_out_the_first_step(bench, tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("epoch,step,global_step,loss,lr,seconds\n1,1,1,1.0,0.1,30.0\n1,2,2,1.0,0.1,32.0\n"
                    "1,3,3,1.0,0.1,34.0\n")
-    assert bench.seconds_per_step(log) == pytest.approx(4.0 / 2)
+    assert bench.seconds_per_step(tmp_path) == pytest.approx(4.0 / 2)

@@ -67,8 +67,11 @@ def run_build(tmp_path: Path, fail_on: str = "") -> tuple[subprocess.CompletedPr
                PLAIN=str(tmp_path / "plain"), DATA=str(tmp_path / "data"), NECK=str(tmp_path / "neck"))
     run = subprocess.run(["bash", str(root / "scripts" / "build_demo_model.sh")], env=env, capture_output=True,
                          text=True, timeout=120)
-    rows = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return run, rows, root
+    return run, read_record(record), root
+
+
+def read_record(record: Path) -> list[dict]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
 
 
 def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path):
@@ -107,6 +110,5 @@ def test_a_failed_run_in_the_foreground_lane_stops_the_background_lane(tmp_path)
     run, _, _ = run_build(tmp_path, fail_on="transverse_sinus")
     assert run.returncode != 0
     time.sleep(4.0)  # longer than the coarse run: had it gone on, its lane would have recorded by now
-    record = tmp_path / "record.jsonl"
-    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    rows = read_record(tmp_path / "record.jsonl")
     assert not any(r["workdir"] in ("run_coarse", "run_sinus") for r in rows), rows
