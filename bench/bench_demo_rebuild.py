@@ -67,8 +67,8 @@ RUNS = {
 }
 
 #: The script's order: two lanes side by side, then the rest one after the other.
-SIDE_BY_SIDE = (("coarse", "sagittal_sinus", "sagittal_sinus resumed"),
-                ("ventricles", "cerebellum", "falx", "tentorium", "transverse_sinus"))
+SIDE_BY_SIDE = (("coarse", "transverse_sinus"),
+                ("sagittal_sinus", "sagittal_sinus resumed", "ventricles", "cerebellum", "falx", "tentorium"))
 THEN = ("cerebellum on necks",)
 
 

@@ -16,38 +16,51 @@ PY=${PY:-.venv/bin/python}
 WORK=${WORK:-/work/demo_work}
 PLAIN=${PLAIN:-/work/demo_data}
 DATA=${DATA:-/work/demo_data_v3}
-BUNDLE=SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo
+# FROM=train: start at the training, on the data and caches an earlier build left in $WORK, $PLAIN and
+# $DATA. BUNDLE: where the new bundle goes (a candidate elsewhere; it needs MODEL_CARD.md and LICENSE).
+FROM=${FROM:-data}
+SHIPPED=SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo
+BUNDLE=${BUNDLE:-$SHIPPED}
 T="--config demo --threads 1 --cache $WORK/cache"
 THIN="--config demo --threads 1 --cache $WORK/cache_v3"
 
-# 1. sources and the sample case (Resources/SampleData)
-$PY scripts/build_sample.py --work "$WORK"
-# 2. labels + tissue map on the sample grid; training material: the sample (001) and 64 heads drawn
-#    by the generator (002-065), without and with concealment; the real test heads
-$PY scripts/build_demo_labels.py --work "$WORK" --data "$PLAIN" --synthetic 64 --seed 0 --conceal-thin 0
-mkdir -p "$DATA" && cp -r "$PLAIN/001" "$DATA/"
-$PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$DATA" --count 64 --seed 0 --overwrite
-$PY scripts/build_heldout.py --work "$WORK"
+case "$FROM" in data | train) ;; *) echo "FROM must be data or train, not $FROM" >&2; exit 2 ;; esac
 
-# 3. training (training/configs/demo.json): two lanes side by side, one thread each: the coarse network
-#    then the sagittal sinus, and the other fine networks (bench/bench_demo_rebuild.py times them)
-$PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
-$PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
+if [ "$FROM" = data ]; then
+  # 1. sources and the sample case (Resources/SampleData)
+  $PY scripts/build_sample.py --work "$WORK"
+  # 2. labels + tissue map on the sample grid; training material: the sample (001) and 64 heads
+  #    drawn by the generator (002-065), without and with concealment; the real test heads
+  $PY scripts/build_demo_labels.py --work "$WORK" --data "$PLAIN" --synthetic 64 --seed 0 --conceal-thin 0
+  mkdir -p "$DATA" && cp -r "$PLAIN/001" "$DATA/"
+  $PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$DATA" --count 64 --seed 0 --overwrite
+  $PY scripts/build_heldout.py --work "$WORK"
+fi
+
+# 3. training (training/configs/demo.json): two lanes side by side, one thread each, of about equal
+#    length (bench/bench_demo_rebuild.py times them): the coarse network then the transverse sinus,
+#    and the other fine networks
+if [ "$FROM" = data ]; then
+  $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
+  $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
+fi
 # the thin networks (falx, tentorium, both sinus parts: $THIN) on the heads with concealed thin
-# structures (0.3.0)
+# structures (0.3.0); the background lane has its own workdir, so that two processes never write one
 (
-  $PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_coarse" \
+  $PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_a" \
       --set coarse.epochs=60 --set coarse.iterations_per_epoch=40
-  $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_sinus" --structure sagittal_sinus \
+  $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_a" --structure transverse_sinus \
       --set fine.epochs=60 --set fine.iterations_per_epoch=20
-  # 0.3.0's sagittal sinus was resumed from its 60-epoch checkpoint to 120 epochs: its post-training
-  # check (Dice on its own training crops) read 0.48, below the check's bar (0.63 after)
-  $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run_sinus" --structure sagittal_sinus \
-      --set fine.epochs=120 --set fine.iterations_per_epoch=20
 ) &
 lane=$!
 # if this lane fails (or the build is interrupted), stop the other one too: it would go on for hours
 trap 'pkill -P "$lane" 2>/dev/null; kill "$lane" 2>/dev/null; true' EXIT
+$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure sagittal_sinus \
+    --set fine.epochs=60 --set fine.iterations_per_epoch=20
+# 0.3.0's sagittal sinus was resumed from its 60-epoch checkpoint to 120 epochs: its post-training
+# check (Dice on its own training crops) read 0.48, below the check's bar (0.63 after)
+$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure sagittal_sinus \
+    --set fine.epochs=120 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure ventricles \
     --set fine.epochs=25 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $T --workdir "$WORK/run" --structure cerebellum \
@@ -56,20 +69,19 @@ $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure
     --set fine.epochs=60 --set fine.iterations_per_epoch=20
 $PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure tentorium \
     --set fine.epochs=45 --set fine.iterations_per_epoch=20
-$PY -m brainbarriers_training train-fine $THIN --workdir "$WORK/run" --structure transverse_sinus \
-    --set fine.epochs=60 --set fine.iterations_per_epoch=20
 wait $lane
 trap - EXIT
-rm -rf "$WORK/run/fine/sagittal_sinus"
-cp -r "$WORK/run_sinus/fine/sagittal_sinus" "$WORK/run/fine/sagittal_sinus"
-rm -rf "$WORK/run/coarse"
-cp -r "$WORK/run_coarse/coarse" "$WORK/run/coarse"
+rm -rf "$WORK/run/coarse" "$WORK/run/fine/transverse_sinus"
+cp -r "$WORK/run_a/coarse" "$WORK/run/coarse"
+cp -r "$WORK/run_a/fine/transverse_sinus" "$WORK/run/fine/transverse_sinus"
 # 0.4.0: the cerebellum network trained further on the same heads, 70 % of them with a synthetic neck
 NECK=${NECK:-/work/demo_data_neck}
-mkdir -p "$NECK" && cp -r "$PLAIN/001" "$NECK/"
-$PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$NECK" --count 64 --seed 0 \
-    --neck 0.7 --conceal-thin 0 --first-id 2 --overwrite
-$PY -m brainbarriers_training prepare --config demo --threads 2 --data "$NECK" --cache "$WORK/cache_neck"
+if [ "$FROM" = data ]; then
+  mkdir -p "$NECK" && cp -r "$PLAIN/001" "$NECK/"
+  $PY -m brainbarriers_training synth --tissue "$WORK/demo_tissues.nrrd" --out "$NECK" --count 64 --seed 0 \
+      --neck 0.7 --conceal-thin 0 --first-id 2 --overwrite
+  $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$NECK" --cache "$WORK/cache_neck"
+fi
 $PY -m brainbarriers_training train-fine --config demo --threads 2 --cache "$WORK/cache_neck" --workdir "$WORK/run_neck" \
     --structure cerebellum --init-from "$WORK/run/fine/cerebellum/final.safetensors" \
     --set fine.epochs=20 --set fine.iterations_per_epoch=20 --set train.optimizer.lr=0.003
@@ -88,6 +100,11 @@ $PY -m brainbarriers_training export --workdir "$WORK/run" --out "$BUNDLE.new" \
 rm -rf "$BUNDLE" && mv "$BUNDLE.new" "$BUNDLE"
 
 # 5. the honest hold-out: real T1 heads never used in training or for any choice; only the
-#    ventricles have an independent label (the other structures: Testing/demo/test_heldout_heads.py)
-$PY -m brainbarriers_training evaluate --model brainbarriers-demo --data Testing/data/heldout \
-    --structures ventricles --out "$WORK/heldout_eval"
+#    ventricles have an independent label (the other structures: Testing/demo/test_heldout_heads.py).
+#    A candidate bundle is judged on development data first: the hold-out waits for its adoption.
+if [ "$BUNDLE" = "$SHIPPED" ]; then
+  $PY -m brainbarriers_training evaluate --model brainbarriers-demo --data Testing/data/heldout \
+      --structures ventricles --out "$WORK/heldout_eval"
+else
+  echo "candidate bundle in $BUNDLE: not evaluated on the hold-out"
+fi

@@ -289,6 +289,8 @@ def _build(recipe: Recipe, stage_cfg: dict, entries: list[dict], out_dir: Path, 
         except RuntimeError as e:  # torch lists every mismatched tensor; the first line says enough
             raise ValueError(f"the initial weights do not fit the recipe's network: {str(e).splitlines()[0]}") from None
     model = model.to(device)
+    if stage_cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last_3d)
     use_amp = bool(stage_cfg.get("amp")) and device.type == "cuda"
     adversary, optimizer_d = _shape_adversary(stage_cfg, spec, world, device, model)
     use_amp = use_amp and adversary is None  # the alternating step runs in full precision
@@ -406,6 +408,8 @@ def _train_epoch(run: _Run, epoch: int) -> float:
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
     """One optimizer step; returns the loss (averaged over the processes)."""
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    if run.stage_cfg.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     if run.adversary is not None:  # FocusNetv2: network and shape autoencoder updated alternately
         value_g, _ = adversarial_step(run.model, run.loss_fn, run.adversary, run.optimizer, run.optimizer_d, x, y)
         run.global_step += 1

@@ -52,7 +52,7 @@ RECORDER = textwrap.dedent("""\
 """)
 
 
-def run_build(tmp_path: Path, fail_on: str = "") -> tuple[subprocess.CompletedProcess, list[dict], Path]:
+def run_build(tmp_path: Path, fail_on: str = "", **env_vars: str) -> tuple[subprocess.CompletedProcess, list[dict], Path]:
     root = tmp_path / "repo"
     (root / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "build_demo_model.sh", root / "scripts")
@@ -64,7 +64,7 @@ def run_build(tmp_path: Path, fail_on: str = "") -> tuple[subprocess.CompletedPr
     recorder.chmod(0o755)
     record = tmp_path / "record.jsonl"
     env = dict(os.environ, PY=str(recorder), RECORD=str(record), FAIL_ON=fail_on, WORK=str(tmp_path / "work"),
-               PLAIN=str(tmp_path / "plain"), DATA=str(tmp_path / "data"), NECK=str(tmp_path / "neck"))
+               PLAIN=str(tmp_path / "plain"), DATA=str(tmp_path / "data"), NECK=str(tmp_path / "neck"), **env_vars)
     run = subprocess.run(["bash", str(root / "scripts" / "build_demo_model.sh")], env=env, capture_output=True,
                          text=True, timeout=120)
     return run, read_record(record), root
@@ -79,9 +79,9 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     training = [r for r in rows if r["command"].startswith("train-")]
     names = [(r["workdir"], r["structure"], r["epochs"]) for r in training]
-    lane_a = [("run_coarse", None, "60"), ("run_sinus", "sagittal_sinus", "60"), ("run_sinus", "sagittal_sinus", "120")]
-    lane_b = [("run", s, e) for s, e in (("ventricles", "25"), ("cerebellum", "20"), ("falx", "60"),
-                                          ("tentorium", "45"), ("transverse_sinus", "60"))]
+    lane_a = [("run_a", None, "60"), ("run_a", "transverse_sinus", "60")]
+    lane_b = [("run", s, e) for s, e in (("sagittal_sinus", "60"), ("sagittal_sinus", "120"), ("ventricles", "25"),
+                                          ("cerebellum", "20"), ("falx", "60"), ("tentorium", "45"))]
     neck = ("run_neck", "cerebellum", "20")
     assert sorted(names, key=str) == sorted(lane_a + lane_b + [neck], key=str), names
 
@@ -97,7 +97,7 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
     assert (root / BUNDLE / "exported").read_text() == "new"
 
 
-@pytest.mark.parametrize("failing", ["train-coarse", "transverse_sinus"])
+@pytest.mark.parametrize("failing", ["train-coarse", "transverse_sinus", "tentorium"])
 def test_a_failed_training_run_stops_the_build_before_the_bundle_is_touched(tmp_path, failing):
     run, rows, root = run_build(tmp_path, fail_on=failing)
     assert run.returncode != 0
@@ -106,9 +106,32 @@ def test_a_failed_training_run_stops_the_build_before_the_bundle_is_touched(tmp_
 
 
 def test_a_failed_run_in_the_foreground_lane_stops_the_background_lane(tmp_path):
-    # the transverse sinus ends the foreground lane while the coarse network still trains in the other
-    run, _, _ = run_build(tmp_path, fail_on="transverse_sinus")
+    # the sagittal sinus starts the foreground lane while the coarse network trains in the other
+    run, _, _ = run_build(tmp_path, fail_on="sagittal_sinus")
     assert run.returncode != 0
     time.sleep(4.0)  # longer than the coarse run: had it gone on, its lane would have recorded by now
     rows = read_record(tmp_path / "record.jsonl")
-    assert not any(r["workdir"] in ("run_coarse", "run_sinus") for r in rows), rows
+    assert not any(r["workdir"] == "run_a" for r in rows), rows
+
+
+def test_from_train_into_a_candidate_bundle_leaves_data_shipped_bundle_and_hold_out_alone(tmp_path):
+    candidate = tmp_path / "cand" / "brainbarriers-demo"
+    candidate.mkdir(parents=True)
+    for name in ("MODEL_CARD.md", "LICENSE"):
+        (candidate / name).write_text("card")
+    (tmp_path / "plain" / "001").mkdir(parents=True)  # what the earlier build left
+    run, rows, root = run_build(tmp_path, FROM="train", BUNDLE=str(candidate))
+    assert run.returncode == 0, run.stderr[-2000:]
+    commands = [r["command"] for r in rows]
+    assert not {"build_sample.py", "build_demo_labels.py", "build_heldout.py", "synth", "prepare"} & set(commands)
+    assert sum(c.startswith("train-") for c in commands) == 9
+    assert (candidate / "exported").read_text() == "new"
+    assert (root / BUNDLE / "MODEL_CARD.md").read_text() == "old" and not (root / BUNDLE / "exported").exists()
+    assert "evaluate" not in commands  # a candidate meets the hold-out only after its adoption
+    assert "not evaluated on the hold-out" in run.stdout
+
+
+def test_an_unknown_starting_point_is_refused_before_any_work(tmp_path):
+    run, rows, _ = run_build(tmp_path, FROM="training")
+    assert run.returncode == 2 and "FROM must be data or train" in run.stderr
+    assert rows == []

@@ -10,7 +10,7 @@ import pytest
 import torch
 from brainbarriers.structures import fine_target
 from brainbarriers_training.data import Augmenter, TrainingSet
-from brainbarriers_training.engine import load_checkpoint, load_weights, network_spec, read_log
+from brainbarriers_training.engine import build_network, load_checkpoint, load_weights, network_spec, read_log
 from brainbarriers_training.stages import train_coarse, train_fine
 from training_helpers import PYTHONPATH, REPO, run_training_cli, tiny_config, write_config
 
@@ -260,3 +260,26 @@ def test_train_fine_continues_from_given_weights_for_one_structure_only(prepared
                               "--init-from", str(trained)])
         assert r.returncode == 2 and words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
         assert not list((tmp_path / "wrong").glob("fine/*/final.safetensors"))
+
+
+def test_channels_last_training_follows_the_same_losses_and_saves_plain_weights(prepared, tmp_path, monkeypatch):
+    from brainbarriers_training import engine
+
+    built = []
+    monkeypatch.setattr(engine, "build_network", lambda spec: built.append(build_network(spec)) or built[-1])
+    _, cache, _ = prepared
+    train = {"epochs": 1, "iterations_per_epoch": 3, "checkpoint_every_steps": 0}
+    plain = train_coarse(tiny_config(train=train), cache, tmp_path / "plain")
+    first_cl = len(built)  # the first network each run builds is the one it trains
+    last = train_coarse(tiny_config(train={**train, "channels_last": True}), cache, tmp_path / "cl")
+    layouts = [[p.is_contiguous(memory_format=torch.channels_last_3d) for p in m.parameters()
+                if p.dim() == 5 and p.shape[-1] > 1] for m in (built[0], built[first_cl])]
+    assert not any(layouts[0]) and all(layouts[1])  # the option did change the layout trained in
+    # the same steps in another memory layout: equal up to float32 summation order
+    np.testing.assert_allclose([r["loss"] for r in read_log(tmp_path / "cl" / "coarse")],
+                               [r["loss"] for r in read_log(tmp_path / "plain" / "coarse")], rtol=1e-3)
+    assert len(last["epoch_losses"]) == len(plain["epoch_losses"]) == 1
+    weights = load_weights(tmp_path / "cl" / "coarse" / "final.safetensors")
+    assert all(w.is_contiguous() for w in weights.values())
+    spec = json.loads((tmp_path / "cl" / "coarse" / "network.json").read_text())
+    build_network(spec).load_state_dict(weights)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_conv import Conv3d
+
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
@@ -43,7 +45,7 @@ class ConvUnit(nn.Sequential):
                  stride: int | tuple[int, int, int] = 1):
         pad = tuple(k // 2 for k in kernel)
         super().__init__(
-            nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad),
+            Conv3d(cin, cout, kernel, stride=stride, padding=pad),
             nn.InstanceNorm3d(cout, affine=True, eps=1e-5),
             make_activation(activation),
         )
@@ -330,7 +332,7 @@ class DilatedUnit(nn.Sequential):
                  act: bool = True):
         dil = (dilation,) * 3 if isinstance(dilation, int) else tuple(dilation)
         pad = tuple(d * (k // 2) for k, d in zip(kernel, dil))
-        layers = [nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad, dilation=dil),
+        layers = [Conv3d(cin, cout, kernel, stride=stride, padding=pad, dilation=dil),
                   nn.InstanceNorm3d(cout, affine=True, eps=1e-5)]
         if act:
             layers.append(make_activation(activation))

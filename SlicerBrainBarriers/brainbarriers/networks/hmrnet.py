@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .blocks import BFC, ConvBlock, as_float32, resize_to, run_block_on_concat
+from .cpu_conv import Conv3d
 
 
 class NoCalibration(nn.Module):
@@ -97,7 +98,7 @@ class HMRNet(nn.Module):
                 skips.append(c_m)
             if 3 <= k <= 5:
                 levels.append(c_m)
-        self.head = nn.Conv3d(c_h + c_m, out_channels, head_kernel, padding=head_kernel // 2)
+        self.head = Conv3d(c_h + c_m, out_channels, head_kernel, padding=head_kernel // 2)
         self.ds_heads = nn.ModuleList(
             [nn.Conv3d(c, out_channels, 1) for c in reversed(levels)]
         )  # order: 1/2, 1/4, 1/8
