@@ -2,6 +2,7 @@
 the wall time of its schedule on 2 cores.
 
     python bench/bench_demo_rebuild.py --cache WORK/cache_v3 [--steps 12] [--out DIR]
+    python bench/bench_demo_rebuild.py --measured WORK     # a finished build's own logs instead
 
 Each run of the script is started for ``--steps`` steps with its own network, crop and thread count
 (``train-coarse`` / ``train-fine --set ...epochs=1 --set ...iterations_per_epoch=STEPS``); seconds per
@@ -93,6 +94,29 @@ def time_run(run: Run, cache: Path, steps: int, work: Path) -> float:
     return seconds_per_step(out / "coarse" if run.stage == "coarse" else out / "fine" / run.structure)
 
 
+def measured_minutes(work: Path) -> dict[str, float]:
+    """Minutes each training run of a finished build in ``work`` trained, from the ``seconds`` column
+    of its log.csv (which restarts at a resume: the resumed rows are those past the first run's steps)."""
+    first = RUNS["sagittal_sinus"].steps
+    minutes = {}
+    for name, r in RUNS.items():
+        if r.threads > 1:
+            folder = work / "run_neck" / "fine" / r.structure
+        elif name == "cerebellum":  # the build replaces it by the neck run and keeps it here
+            folder = work / "cerebellum_before_neck"
+        else:
+            folder = work / "run" / ("coarse" if r.stage == "coarse" else f"fine/{r.structure}")
+        rows = read_log(folder)
+        if name == "sagittal_sinus":
+            rows = [x for x in rows if x["global_step"] <= first]
+        elif name == "sagittal_sinus resumed":
+            rows = [x for x in rows if x["global_step"] > first]
+        if len(rows) != r.steps:
+            raise RuntimeError(f"{folder}: {len(rows)} logged steps for {name}, the script trains {r.steps}")
+        minutes[name] = rows[-1]["seconds"] / 60
+    return minutes
+
+
 def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
     """(the script's wall minutes, the lower bound of any schedule on 2 cores)."""
     script = max(sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE) + sum(minutes[n] for n in THEN)
@@ -103,10 +127,16 @@ def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", type=Path, required=True, help="a prepared demo cache (e.g. WORK/cache_v3)")
+    ap.add_argument("--cache", type=Path, help="a prepared demo cache (e.g. WORK/cache_v3)")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--out", type=Path, default=None, help="keep the short runs here")
+    ap.add_argument("--measured", type=Path, metavar="WORK",
+                    help="instead of timing: read the logs of a finished build in WORK")
     args = ap.parse_args(argv)
+    if args.measured:
+        return print_measured(args.measured)
+    if args.cache is None:
+        ap.error("--cache is needed to time the runs (or --measured WORK to read a finished build)")
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_rebuild_"))
     distinct = {r.network: r for r in RUNS.values()}
     one_thread = [r for r in distinct.values() if r.threads == 1]
@@ -125,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scripts/build_demo_model.sh training: {script:.0f} min wall on 2 cores "
           f"(lanes {' | '.join(' + '.join(lane) for lane in SIDE_BY_SIDE)}, then {' + '.join(THEN)})")
     print(f"any schedule on 2 cores: at least {bound:.0f} min (core-minutes / 2, or the longest run)")
+    return 0
+
+
+def print_measured(work: Path) -> int:
+    minutes = measured_minutes(work)
+    print(f"training runs of the build in {work} (minutes from each run's log.csv: training steps only)")
+    print(f"{'run':<24}{'threads':>8}{'steps':>7}{'s/step':>8}{'min':>7}")
+    for n, r in RUNS.items():
+        print(f"{n:<24}{r.threads:>8}{r.steps:>7}{60 * minutes[n] / r.steps:>8.2f}{minutes[n]:>7.1f}")
+    lanes = [sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE]
+    print("lanes: " + " | ".join(f"{' + '.join(lane)} {m:.0f} min" for lane, m in zip(SIDE_BY_SIDE, lanes))
+          + f"; then {' + '.join(THEN)} {sum(minutes[n] for n in THEN):.0f} min")
+    print(f"training along the script's schedule: {schedule_minutes(minutes)[0]:.0f} min")
     return 0
 
 

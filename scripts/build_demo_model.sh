@@ -85,7 +85,9 @@ fi
 $PY -m brainbarriers_training train-fine --config demo --threads 2 --cache "$WORK/cache_neck" --workdir "$WORK/run_neck" \
     --structure cerebellum --init-from "$WORK/run/fine/cerebellum/final.safetensors" \
     --set fine.epochs=20 --set fine.iterations_per_epoch=20 --set train.optimizer.lr=0.003
-rm -rf "$WORK/run/fine/cerebellum" && cp -r "$WORK/run_neck/fine/cerebellum" "$WORK/run/fine/cerebellum"
+# the first cerebellum run is kept (its log: bench/bench_demo_rebuild.py --measured WORK)
+rm -rf "$WORK/cerebellum_before_neck" && mv "$WORK/run/fine/cerebellum" "$WORK/cerebellum_before_neck"
+cp -r "$WORK/run_neck/fine/cerebellum" "$WORK/run/fine/cerebellum"
 # the short coarse training leaves the thin classes under-confident: a per-class logit offset,
 # chosen on the training cases for the IoU of their boxes (scripts/demo_calibrate_coarse.py)
 $PY scripts/demo_calibrate_coarse.py "$WORK/run" "$WORK/cache"

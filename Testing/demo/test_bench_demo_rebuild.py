@@ -69,3 +69,35 @@ def test_seconds_per_step_leaves_out_the_first_step(bench, tmp_path):
     log.write_text("epoch,step,global_step,loss,lr,seconds\n1,1,1,1.0,0.1,30.0\n1,2,2,1.0,0.1,32.0\n"
                    "1,3,3,1.0,0.1,34.0\n")
     assert bench.seconds_per_step(tmp_path) == pytest.approx(4.0 / 2)
+
+
+def test_measured_reads_each_run_of_a_finished_build_from_its_log(bench, tmp_path, capsys):
+    header = "epoch,step,global_step,loss,lr,seconds\n"
+
+    def write_log(folder: Path, steps: int, seconds_per_step: float, first_step: int = 1, rows: str = "") -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        rows += "".join(f"0,0,{first_step + i},1.0,0.1,{(i + 1) * seconds_per_step}\n" for i in range(steps))
+        (folder / "log.csv").write_text(header + rows)
+        return rows
+
+    for name, r in bench.RUNS.items():
+        if name.startswith("sagittal_sinus") or name == "cerebellum":
+            continue
+        folder = ("run_neck/fine/cerebellum" if r.threads > 1 else
+                  "run/coarse" if r.stage == "coarse" else f"run/fine/{r.structure}")
+        write_log(tmp_path / folder, r.steps, 2.0 if r.stage == "coarse" else 1.0)
+    write_log(tmp_path / "cerebellum_before_neck", bench.RUNS["cerebellum"].steps, 1.5)
+    first = bench.RUNS["sagittal_sinus"].steps
+    rows = write_log(tmp_path / "run/fine/sagittal_sinus", first, 0.6)  # seconds restart at the resume
+    write_log(tmp_path / "run/fine/sagittal_sinus", bench.RUNS["sagittal_sinus resumed"].steps, 0.9, first + 1, rows)
+    minutes = bench.measured_minutes(tmp_path)
+    assert minutes["coarse"] == pytest.approx(2400 * 2.0 / 60)
+    assert minutes["sagittal_sinus"] == pytest.approx(first * 0.6 / 60)
+    assert minutes["sagittal_sinus resumed"] == pytest.approx(1200 * 0.9 / 60)
+    assert minutes["cerebellum"] == pytest.approx(400 * 1.5 / 60)
+    assert bench.main(["--measured", str(tmp_path)]) == 0
+    assert "training along the script's schedule" in capsys.readouterr().out
+
+    write_log(tmp_path / "run/fine/falx", 10, 1.0)  # a run cut short is not a measurement
+    with pytest.raises(RuntimeError, match="falx"):
+        bench.measured_minutes(tmp_path)
