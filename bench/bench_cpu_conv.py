@@ -12,7 +12,6 @@ milliseconds and the stock / split ratio (above 1: the split is faster).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from contextlib import contextmanager
 
@@ -21,6 +20,7 @@ from brainbarriers.networks import cpu_conv
 from brainbarriers.structures import FINE_TARGETS
 from brainbarriers_training.config import load_recipe
 from brainbarriers_training.engine import build_network, network_spec
+from brainbarriers_training.smoke import cpu_name
 
 CONVS = [  # (in, out, kernel, size): fine crop levels and the coarse U-Net's deeper levels
     (4, 4, (3, 3, 3), 40), (8, 8, (3, 3, 3), 40), (16, 16, (3, 3, 3), 20), (32, 32, (3, 3, 3), 10),
@@ -98,8 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the best is printed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"best of {args.repeats}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {cpu_name()}, best of {args.repeats}")
     conv_rows(args.repeats)
     network_rows(args.repeats)
 
