@@ -2,10 +2,10 @@
 # Rebuild the shipped demo model (brainbarriers-demo 0.4.x: 0.3.0's networks, the cerebellum's trained
 # further on heads with a synthetic neck) from the package registries, end to end.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
-# Training takes about 165 min on 2 CPU cores (`python bench/bench_demo_rebuild.py --cache
-# WORK/cache_v3 --steps 20`, 2026-12-06, AMD EPYC: two lanes side by side, then the neck run);
-# the data, about 8 min per set of 64 generated heads with its `prepare`, three
-# sets; export and evaluation about 3 min. Not a measured rebuild.
+# A measured rebuild (2026-12-06, AMD EPYC, 2 cores, FROM=train) trained for 103 min, 100 of them
+# training steps (`python bench/bench_demo_rebuild.py --measured WORK`), then calibrated the coarse
+# network for more than 10 min on one thread; the data adds about 8 min per set of 64 generated
+# heads with its `prepare`, three sets.
 #   bash scripts/build_demo_model.sh
 # Two sets of the same 64 heads (seed 0): $PLAIN without concealment of the thin structures
 # (model 0.2.0's material; the coarse, cerebellum and ventricle networks of 0.3.0 are 0.2.0's)
