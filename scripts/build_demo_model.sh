@@ -4,7 +4,7 @@
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
 # A measured rebuild (2026-12-06, AMD EPYC, 2 cores, FROM=train) trained for 103 min, 100 of them
 # training steps (`python bench/bench_demo_rebuild.py --measured WORK`), then calibrated the coarse
-# network for more than 10 min on one thread; the data adds about 8 min per set of 64 generated
+# network on one thread and exported: 121 min in all; the data adds about 8 min per set of 64 generated
 # heads with its `prepare`, three sets.
 #   bash scripts/build_demo_model.sh
 # Two sets of the same 64 heads (seed 0): $PLAIN without concealment of the thin structures
