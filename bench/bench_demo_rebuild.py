@@ -73,6 +73,11 @@ SIDE_BY_SIDE = (("coarse", "transverse_sinus"),
 THEN = ("cerebellum on necks",)
 
 
+def stage_folder(workdir: Path, run: Run) -> Path:
+    """Where `run` writes its log.csv under a training workdir."""
+    return workdir / "coarse" if run.stage == "coarse" else workdir / "fine" / run.structure
+
+
 def seconds_per_step(out_dir: Path) -> float:
     """Mean seconds per step after the first (which carries start-up) from a training run's log.csv."""
     seconds = [row["seconds"] for row in read_log(out_dir)]
@@ -91,7 +96,7 @@ def time_run(run: Run, cache: Path, steps: int, work: Path) -> float:
     if run.structure:
         cmd += ["--structure", run.structure]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-    return seconds_per_step(out / "coarse" if run.stage == "coarse" else out / "fine" / run.structure)
+    return seconds_per_step(stage_folder(out, run))
 
 
 def measured_minutes(work: Path) -> dict[str, float]:
@@ -100,12 +105,10 @@ def measured_minutes(work: Path) -> dict[str, float]:
     first = RUNS["sagittal_sinus"].steps
     minutes = {}
     for name, r in RUNS.items():
-        if r.threads > 1:
-            folder = work / "run_neck" / "fine" / r.structure
-        elif name == "cerebellum":  # the build replaces it by the neck run and keeps it here
+        if name == "cerebellum":  # the build replaces it by the neck run and keeps it here
             folder = work / "cerebellum_before_neck"
         else:
-            folder = work / "run" / ("coarse" if r.stage == "coarse" else f"fine/{r.structure}")
+            folder = stage_folder(work / ("run_neck" if r.threads > 1 else "run"), r)
         rows = read_log(folder)
         if name == "sagittal_sinus":
             rows = [x for x in rows if x["global_step"] <= first]
@@ -148,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             per_step[r.network] = time_run(r, args.cache, args.steps, work)
     minutes = {n: r.steps * per_step[r.network] / 60 for n, r in RUNS.items()}
     print(f"machine: {cpu_name()}; {args.steps} steps per timing, one-thread runs timed two at a time")
-    print(f"{'run':<24}{'threads':>8}{'steps':>7}{'s/step':>8}{'min':>7}")
-    for n, r in RUNS.items():
-        print(f"{n:<24}{r.threads:>8}{r.steps:>7}{per_step[r.network]:>8.2f}{minutes[n]:>7.1f}")
+    print_runs(minutes)
     script, bound = schedule_minutes(minutes)
     print(f"scripts/build_demo_model.sh training: {script:.0f} min wall on 2 cores "
           f"(lanes {' | '.join(' + '.join(lane) for lane in SIDE_BY_SIDE)}, then {' + '.join(THEN)})")
@@ -158,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_measured(work: Path) -> int:
-    minutes = measured_minutes(work)
-    print(f"training runs of the build in {work} (minutes from each run's log.csv: training steps only)")
+def print_runs(minutes: dict[str, float]) -> None:
     print(f"{'run':<24}{'threads':>8}{'steps':>7}{'s/step':>8}{'min':>7}")
     for n, r in RUNS.items():
         print(f"{n:<24}{r.threads:>8}{r.steps:>7}{60 * minutes[n] / r.steps:>8.2f}{minutes[n]:>7.1f}")
+
+
+def print_measured(work: Path) -> int:
+    minutes = measured_minutes(work)
+    # no machine name: the logs may come from another machine than the one reading them
+    print(f"training runs of the build in {work} (minutes from each run's log.csv: training steps only)")
+    print_runs(minutes)
     lanes = [sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE]
     print("lanes: " + " | ".join(f"{' + '.join(lane)} {m:.0f} min" for lane, m in zip(SIDE_BY_SIDE, lanes))
           + f"; then {' + '.join(THEN)} {sum(minutes[n] for n in THEN):.0f} min")
