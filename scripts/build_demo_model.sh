@@ -2,9 +2,9 @@
 # Rebuild the shipped demo model (brainbarriers-demo 0.4.x: 0.3.0's networks, the cerebellum's trained
 # further on heads with a synthetic neck) from the package registries, end to end.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
-# A measured rebuild (2026-12-06, AMD EPYC, 2 cores, FROM=train) trained for 103 min, 100 of them
-# training steps (`python bench/bench_demo_rebuild.py --measured WORK`), then calibrated the coarse
-# network on one thread and exported: 121 min in all; the data adds about 8 min per set of 64 generated
+# A measured rebuild (2026-12-06, AMD EPYC, 2 cores, FROM=train) took 121 min by the shell's clock
+# (the script now prints its own minutes last), 100 min of them training steps (`python
+# bench/bench_demo_rebuild.py --measured WORK`); the data adds about 8 min per set of 64 generated
 # heads with its `prepare`, three sets.
 #   bash scripts/build_demo_model.sh
 # Two sets of the same 64 heads (seed 0): $PLAIN without concealment of the thin structures
@@ -110,3 +110,4 @@ if [ "$BUNDLE" = "$SHIPPED" ]; then
 else
   echo "candidate bundle in $BUNDLE: not evaluated on the hold-out"
 fi
+echo "build_demo_model.sh: $((SECONDS / 60)) min (FROM=$FROM)"

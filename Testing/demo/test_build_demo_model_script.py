@@ -129,6 +129,7 @@ def test_from_train_into_a_candidate_bundle_leaves_data_shipped_bundle_and_hold_
     assert (root / BUNDLE / "MODEL_CARD.md").read_text() == "old" and not (root / BUNDLE / "exported").exists()
     assert "evaluate" not in commands  # a candidate meets the hold-out only after its adoption
     assert "not evaluated on the hold-out" in run.stdout
+    assert run.stdout.rstrip().splitlines()[-1] == "build_demo_model.sh: 0 min (FROM=train)"  # its own clock
 
 
 def test_an_unknown_starting_point_is_refused_before_any_work(tmp_path):
