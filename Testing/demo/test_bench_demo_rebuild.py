@@ -28,13 +28,15 @@ def script_runs() -> list[tuple[str, str, int, int]]:
     found = []
     for line in text.splitlines():
         m = re.search(r"train-(coarse|fine)\b", line)
-        if not m:
+        checked = re.match(r"\s*fine \S+ (\w+) ", line)  # the script's `fine WORKDIR STRUCTURE ...`
+        if not (m or checked) or "$@" in line:  # the body of `fine` itself trains what its caller names
             continue
         structure = re.search(r"--structure ([\w ]+?)(?: --|$)", line)
         epochs = re.search(r"--set \w+\.epochs=(\d+)", line)
         iterations = re.search(r"--set \w+\.iterations_per_epoch=(\d+)", line)
-        for name in (structure.group(1).split() if structure else [""]):
-            found.append((m.group(1), name, int(epochs.group(1)), int(iterations.group(1))))
+        names = [checked.group(1)] if checked else structure.group(1).split() if structure else [""]
+        for name in names:
+            found.append(("fine" if checked else m.group(1), name, int(epochs.group(1)), int(iterations.group(1))))
     return found
 
 

@@ -37,22 +37,29 @@ RECORDER = textwrap.dedent("""\
         if command == "train-coarse":
             (workdir / "coarse").mkdir(parents=True, exist_ok=True)
         else:
-            (workdir / "fine" / value("--structure")).mkdir(parents=True, exist_ok=True)
+            stage = workdir / "fine" / value("--structure")
+            stage.mkdir(parents=True, exist_ok=True)
+            # the post-training check: $COLLAPSE names a structure whose first run collapses
+            ok = value("--structure") != os.environ.get("COLLAPSE") or "seed=2030" in args
+            (stage / "check.json").write_text(json.dumps({{"training_crop_dice": 0.7 if ok else 0.3, "ok": ok}}))
+            (stage / "trained_with").write_text(" ".join(args))
         # as in the real build the coarse lane is the longer one, so only a wait holds the neck run back
         time.sleep(3.0 if command == "train-coarse" else 0.1)
     elif command == "export":
         Path(value("--out")).mkdir(parents=True)
         (Path(value("--out")) / "exported").write_text("new")
+    elif command == "demo_calibrate_coarse.py":
+        (Path(args[1]) / "coarse" / "calibration.json").write_text("{{}}")
     elif command == "build_demo_labels.py":
         (Path(value("--data")) / "001").mkdir(parents=True, exist_ok=True)
     with open(os.environ["RECORD"], "a") as fh:
         fh.write(json.dumps({{"command": command, "structure": value("--structure"), "workdir": Path(
-            value("--workdir") or ".").name, "epochs": next(
+            value("--workdir") or (args[1] if command == "demo_calibrate_coarse.py" else ".")).name, "epochs": next(
             (a.split("=")[1] for a in args if ".epochs=" in a), None), "start": start, "end": time.monotonic()}}) + "\\n")
 """)
 
 
-def run_build(tmp_path: Path, fail_on: str = "", **env_vars: str) -> tuple[subprocess.CompletedProcess, list[dict], Path]:
+def run_build(tmp_path: Path, fail_on: str = "", collapse: str = "", **env_vars: str) -> tuple[subprocess.CompletedProcess, list[dict], Path]:
     root = tmp_path / "repo"
     (root / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "build_demo_model.sh", root / "scripts")
@@ -63,7 +70,7 @@ def run_build(tmp_path: Path, fail_on: str = "", **env_vars: str) -> tuple[subpr
     recorder.write_text(RECORDER.format(python=sys.executable))
     recorder.chmod(0o755)
     record = tmp_path / "record.jsonl"
-    env = dict(os.environ, PY=str(recorder), RECORD=str(record), FAIL_ON=fail_on, WORK=str(tmp_path / "work"),
+    env = dict(os.environ, PY=str(recorder), RECORD=str(record), FAIL_ON=fail_on, COLLAPSE=collapse, WORK=str(tmp_path / "work"),
                PLAIN=str(tmp_path / "plain"), DATA=str(tmp_path / "data"), NECK=str(tmp_path / "neck"), **env_vars)
     run = subprocess.run(["bash", str(root / "scripts" / "build_demo_model.sh")], env=env, capture_output=True,
                          text=True, timeout=120)
@@ -81,7 +88,7 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
     names = [(r["workdir"], r["structure"], r["epochs"]) for r in training]
     lane_a = [("run_a", None, "60"), ("run_a", "transverse_sinus", "60")]
     lane_b = [("run", s, e) for s, e in (("sagittal_sinus", "60"), ("sagittal_sinus", "120"), ("ventricles", "25"),
-                                          ("cerebellum", "20"), ("falx", "60"), ("tentorium", "45"))]
+                                          ("cerebellum", "20"), ("falx", "60"), ("tentorium", "60"))]
     neck = ("run_neck", "cerebellum", "20")
     assert sorted(names, key=str) == sorted(lane_a + lane_b + [neck], key=str), names
 
@@ -92,9 +99,31 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
         assert all(row(a)["end"] <= row(b)["start"] for a, b in zip(lane, lane[1:]))
     assert row(lane_b[0])["start"] < row(lane_a[0])["end"]  # side by side, not one after the other
     assert row(neck)["start"] >= max(row(lane_a[-1])["end"], row(lane_b[-1])["end"])
+    # the calibration needs only the coarse network, so it runs in its lane, not after both
+    calibration = next(r for r in rows if r["command"] == "demo_calibrate_coarse.py")
+    assert calibration["workdir"] == "run_a"
+    assert row(lane_a[0])["end"] <= calibration["start"] and calibration["end"] <= row(lane_a[1])["start"]
+    assert (tmp_path / "work" / "run" / "coarse" / "calibration.json").exists()  # copied with the coarse run
+    assert not any(r["command"] == "train-fine" and r["structure"] == "transverse_sinus" and r is not row(lane_a[1])
+                   for r in rows)  # no check failed, so nothing was trained twice
     export = next(r for r in rows if r["command"] == "export")
     assert export["start"] >= row(neck)["end"]
     assert (root / BUNDLE / "exported").read_text() == "new"
+
+
+@pytest.mark.parametrize("structure", ["transverse_sinus", "tentorium"])
+def test_a_collapsed_network_is_trained_again_with_another_seed_and_the_first_run_kept(tmp_path, structure):
+    run, rows, _ = run_build(tmp_path, collapse=structure)
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = [r for r in rows if r["command"] == "train-fine" and r["structure"] == structure]
+    assert len(runs) == 2 and runs[0]["end"] <= runs[1]["start"]
+    assert f"{structure} collapsed: trained again with seed 2030" in run.stdout
+    workdir = tmp_path / "work" / runs[0]["workdir"]
+    assert json.loads((workdir / "collapsed" / structure / "check.json").read_text())["ok"] is False
+    assert "seed=2030" in (tmp_path / "work" / "run" / "fine" / structure / "trained_with").read_text()
+    assert any(r["command"] == "export" for r in rows)
+    others = [r for r in rows if r["command"] == "train-fine" and r["structure"] not in (structure, "cerebellum")]
+    assert all(r["structure"] == "sagittal_sinus" or others.count(r) == 1 for r in others)
 
 
 @pytest.mark.parametrize("failing", ["train-coarse", "transverse_sinus", "tentorium"])
