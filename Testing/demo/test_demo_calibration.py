@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from brainbarriers.networks import build
+from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,3 +73,27 @@ def test_bounding_box_and_box_iou(calibrate):
     other[2:3, 2:6, 4] = True
     assert calibrate.box_iou(mask, other) == pytest.approx(0.5)
     assert calibrate.box_iou(mask, np.zeros_like(mask)) == 0.0
+
+
+def test_the_bench_times_both_searches_on_a_small_build(tmp_path):
+    # a small coarse network and cache in the layout a demo build leaves
+    spec = {"architecture": "coarse-unet", "in_channels": 3, "out_channels": 4,
+            "options": {"levels": 2, "base_width": 4, "max_width": 8}}
+    coarse = tmp_path / "run" / "coarse"
+    coarse.mkdir(parents=True)
+    (coarse / "network.json").write_text(json.dumps(spec))
+    torch.manual_seed(0)
+    net = build(spec["architecture"], 3, 4, **spec["options"])
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(coarse / "final.safetensors"))
+    rng = np.random.default_rng(0)
+    (tmp_path / "cache").mkdir()
+    for case in range(3):
+        label = np.zeros((12, 14, 10), np.int64)
+        label[2:8, 3:9, 2:6] = 1 + case % 3
+        np.savez(tmp_path / "cache" / f"{case:03d}.npz", coarse_image=rng.normal(size=(3, 12, 14, 10)).astype(np.float32),
+                 coarse_label=label)
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "bench_calibration.py"), "--workdir", str(tmp_path / "run"),
+                          "--cache", str(tmp_path / "cache"), "--cases", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "the same scores" in run.stdout and "2 cases x 2 input sets, 3 classes x 33 offsets" in run.stdout
+    assert run.stdout.count("projected calibration on the cache's 3 cases") == 2
