@@ -31,6 +31,16 @@ def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:
     return sorted({min(epochs, max(1, round(f * epochs))) for f in fractions})
 
 
+def check_cache_grid(index: dict, config: dict, key: str) -> None:
+    """Refuse a cache prepared at another spacing than the recipe's ``data.<key>``: the network would
+    train on that grid while the exported bundle tells the pipeline the recipe's."""
+    have = [float(v) for v in index[key]]
+    want = [float(v) for v in config["data"][key]]
+    if any(abs(a - b) > 1e-6 for a, b in zip(have, want)):
+        raise ValueError(f"the cache was prepared with {key} {have} mm but the recipe asks for {want} mm; "
+                         f"run `prepare` again with this recipe (or the same --set)")
+
+
 def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | None = None, resume: bool = True,
                  init_weights: dict | None = None) -> dict:
     """Train the coarse network into workdir/coarse; afterwards predict the boxes of every training
@@ -38,6 +48,7 @@ def train_coarse(config: dict, cache: Path, workdir: Path, cases: list[str] | No
     2/3, end) into workdir/coarse/coarse_boxes.json for the fine stage. ``init_weights``: a state
     dict to continue from (a released coarse network trained further on new material)."""
     index = load_index(cache)
+    check_cache_grid(index, config, "coarse_spacing")
     entries = select_entries(index, cases)
     cfg = stage_config(config, "coarse")
     out = Path(workdir) / "coarse"
@@ -67,6 +78,7 @@ def train_one_stage(config: dict, cache: Path, workdir: Path, cases: list[str] |
     """One-stage mode (Table VI baselines): the ``coarse`` section's network, trained by the same
     loop as the coarse stage but on the whole head at the model spacing, into workdir/one-stage."""
     index = load_index(cache)
+    check_cache_grid(index, config, "spacing")
     entries = select_entries(index, cases)
     cfg = {**stage_config(config, "coarse"), "one_stage": True}
     return train(config, cfg, Path(cache), entries, Path(workdir) / ONE_STAGE, None, spacing=index["spacing"],
@@ -80,6 +92,7 @@ def train_fine(config: dict, cache: Path, workdir: Path, targets: tuple[FineTarg
     them, else from the ground-truth boxes. ``init_weights``: a state dict to continue from (one
     target's released network trained further on new material)."""
     index = load_index(cache)
+    check_cache_grid(index, config, "spacing")
     entries = select_entries(index, cases)
     cfg = stage_config(config, "fine")
     boxes = None

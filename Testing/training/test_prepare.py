@@ -9,7 +9,7 @@ from brainbarriers_training.cli import main
 from brainbarriers_training.config import load_config
 from brainbarriers_training.phantom import case_files, generate_case, generate_dataset, write_case
 from brainbarriers_training.prepare import load_case, load_index
-from training_helpers import run_training_cli
+from training_helpers import make_prepared, run_training_cli
 
 
 def test_prepare_abcs_layout_reports_broken_cases(tmp_path, capsys):
@@ -104,3 +104,17 @@ def test_coarse_labels_keep_thin_targets():
     assert coarse.shape == (5, 5, 5)
     assert not (nearest == 2).any()  # nearest-neighbour loses the sheet
     assert (coarse == 2).sum() >= 9 and (coarse == 1).any()
+
+
+def test_training_refuses_a_cache_prepared_at_other_spacings(tmp_path):
+    # a coarse network trained on the cache's grid would be exported with the recipe's spacing
+    _, cache, index = make_prepared(tmp_path, cases=2)
+    for stage, key in (("train-coarse", "coarse_spacing"), ("train-fine", "spacing")):
+        wrong = [2 * v for v in index[key]]
+        run = run_training_cli([stage, "--config", "smoke", "--cache", str(cache), "--workdir", str(tmp_path / "run"),
+                                "--set", f"data.{key}={json.dumps(wrong)}"]
+                               + (["--structure", "falx"] if stage == "train-fine" else []), timeout=300)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+        assert f"prepared with {key}" in run.stderr and "run `prepare` again" in run.stderr
+        assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.safetensors"))
