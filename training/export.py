@@ -7,6 +7,7 @@ whose saved recipe or spec disagrees with the run's recipe is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import subprocess
@@ -71,8 +72,10 @@ def check_run(recipe: Recipe, workdir: Path, targets: list[str]) -> dict[str, di
         spec = json.loads((folder / SPEC).read_text())
         problem = _spec_problem(spec, network_spec(recipe, None if name == "coarse" else fine_target(name)))
         if problem is None and (folder / RECIPE_FILE).is_file():
-            saved = read_recipe(folder)
-            if saved.data != recipe.data:
+            saved = read_recipe(folder).data
+            if name != "coarse":  # a fine network never sees the coarse grid
+                saved = dataclasses.replace(saved, coarse_spacing=recipe.data.coarse_spacing)
+            if saved != recipe.data:
                 problem = "data settings (spacing, normalisation) differ"
         if problem:
             raise ValueError(f"network {folder} does not match the run's recipe: {problem}; "

@@ -122,3 +122,12 @@ def test_export_manifest_comes_from_the_saved_recipe_and_refuses_contradictions(
     save_recipe(load_recipe("demo", ["data.spacing=[1.2, 1.2, 1.2]"]), work / "fine" / "ventricles")
     with pytest.raises(ValueError, match="data settings"):
         manifest_for_run(work, ["falx", "ventricles"])
+    # the coarse network retrained at another coarse spacing: the fine networks never saw that grid
+    work = _fake_run(tmp_path / "c", recipe)
+    coarser = load_recipe("demo", ["data.coarse_spacing=[4.8, 4.8, 4.8]"])
+    save_recipe(coarser, work)
+    save_recipe(coarser, work / "coarse")
+    assert manifest_for_run(work, ["falx", "ventricles"])["networks"]["coarse"]["spacing"] == [4.8, 4.8, 4.8]
+    save_recipe(recipe, work / "coarse")  # but the coarse network must match the run's coarse grid
+    with pytest.raises(ValueError, match="coarse does not match the run's recipe: data settings"):
+        manifest_for_run(work, ["falx", "ventricles"])
