@@ -108,7 +108,18 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
                    for r in rows)  # no check failed, so nothing was trained twice
     export = next(r for r in rows if r["command"] == "export")
     assert export["start"] >= row(neck)["end"]
+    # by default a candidate, with the shipped bundle's card and licence; the shipped bundle untouched
+    assert (tmp_path / "work" / "candidate" / "brainbarriers-demo" / "exported").read_text() == "new"
+    assert (tmp_path / "work" / "MODEL_CARD.md").read_text() == "old"
+    assert (root / BUNDLE / "MODEL_CARD.md").read_text() == "old" and not (root / BUNDLE / "exported").exists()
+    assert "evaluate" not in [r["command"] for r in rows]
+
+
+def test_only_an_explicit_bundle_path_replaces_the_shipped_bundle_and_runs_the_hold_out(tmp_path):
+    run, rows, root = run_build(tmp_path, BUNDLE=str(BUNDLE))
+    assert run.returncode == 0, run.stderr[-2000:]
     assert (root / BUNDLE / "exported").read_text() == "new"
+    assert [r["command"] for r in rows].count("evaluate") == 1
 
 
 @pytest.mark.parametrize("structure", ["transverse_sinus", "tentorium"])
@@ -144,10 +155,7 @@ def test_a_failed_run_in_the_foreground_lane_stops_the_background_lane(tmp_path)
 
 
 def test_from_train_into_a_candidate_bundle_leaves_data_shipped_bundle_and_hold_out_alone(tmp_path):
-    candidate = tmp_path / "cand" / "brainbarriers-demo"
-    candidate.mkdir(parents=True)
-    for name in ("MODEL_CARD.md", "LICENSE"):
-        (candidate / name).write_text("card")
+    candidate = tmp_path / "cand" / "brainbarriers-demo"  # its folder need not exist
     (tmp_path / "plain" / "001").mkdir(parents=True)  # what the earlier build left
     run, rows, root = run_build(tmp_path, FROM="train", BUNDLE=str(candidate))
     assert run.returncode == 0, run.stderr[-2000:]
