@@ -60,7 +60,7 @@ RUNS = {
     "ventricles": Run("ventricles", "fine", "ventricles", 25, 20, 1),
     "cerebellum": Run("cerebellum", "fine", "cerebellum", 20, 20, 1),
     "falx": Run("falx", "fine", "falx", 60, 20, 1),
-    "tentorium": Run("tentorium", "fine", "tentorium", 60, 20, 1),
+    "tentorium": Run("tentorium", "fine", "tentorium", 45, 20, 1),
     "sagittal_sinus": Run("sagittal_sinus", "fine", "sagittal_sinus", 60, 20, 1),
     "transverse_sinus": Run("transverse_sinus", "fine", "transverse_sinus", 60, 20, 1),
     "sagittal_sinus resumed": Run("sagittal_sinus resumed", "fine", "sagittal_sinus", 60, 20, 1),

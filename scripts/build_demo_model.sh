@@ -84,8 +84,7 @@ fine "$WORK/run" sagittal_sinus $THIN --set fine.epochs=120 --set fine.iteration
 fine "$WORK/run" ventricles $T --set fine.epochs=25 --set fine.iterations_per_epoch=20
 fine "$WORK/run" cerebellum $T --set fine.epochs=20 --set fine.iterations_per_epoch=20
 fine "$WORK/run" falx $THIN --set fine.epochs=60 --set fine.iterations_per_epoch=20
-# 60 epochs as the falx, the other dural sheet (45 until 0.4.2; docs/demo.md)
-fine "$WORK/run" tentorium $THIN --set fine.epochs=60 --set fine.iterations_per_epoch=20
+fine "$WORK/run" tentorium $THIN --set fine.epochs=45 --set fine.iterations_per_epoch=20
 wait $lane
 trap - EXIT
 rm -rf "$WORK/run/coarse" "$WORK/run/fine/transverse_sinus"

@@ -88,7 +88,7 @@ def test_the_two_lanes_run_side_by_side_and_the_neck_run_waits_for_both(tmp_path
     names = [(r["workdir"], r["structure"], r["epochs"]) for r in training]
     lane_a = [("run_a", None, "60"), ("run_a", "transverse_sinus", "60")]
     lane_b = [("run", s, e) for s, e in (("sagittal_sinus", "60"), ("sagittal_sinus", "120"), ("ventricles", "25"),
-                                          ("cerebellum", "20"), ("falx", "60"), ("tentorium", "60"))]
+                                          ("cerebellum", "20"), ("falx", "60"), ("tentorium", "45"))]
     neck = ("run_neck", "cerebellum", "20")
     assert sorted(names, key=str) == sorted(lane_a + lane_b + [neck], key=str), names
 
