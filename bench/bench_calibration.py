@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from brainbarriers.networks import build
-from brainbarriers.networks.padding import predict_padded
 from brainbarriers_training.smoke import cpu_name
 from safetensors.torch import load_file
 
@@ -47,22 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cal = calibration_module()
     coarse = args.workdir / "coarse"
-    spec = json.loads((coarse / "network.json").read_text())
     weights = coarse / "final_uncalibrated.safetensors"
-    net = build(spec["architecture"], spec["in_channels"], spec["out_channels"], **spec["options"])
-    net.load_state_dict(load_file(str(weights if weights.exists() else coarse / "final.safetensors")))
-    net.eval()
+    net = cal.coarse_network(coarse, load_file(str(weights if weights.exists() else coarse / "final.safetensors")))
     files = sorted(args.cache.glob("*.npz"))
-    logits, labels = [], []
     start = time.perf_counter()
-    for f in files[:args.cases]:
-        d = np.load(f)
-        for drop in cal.SUBSETS.values():
-            x = torch.from_numpy(d["coarse_image"])[None].clone()
-            x[:, drop] = 0
-            with torch.inference_mode():
-                logits.append(predict_padded(net, x)[0].numpy())
-            labels.append(d["coarse_label"])
+    logits, labels = cal.coarse_logits(net, files[:args.cases])
     forward = (time.perf_counter() - start) / len(logits)
     n = logits[0].shape[0]
     off = np.zeros(n)

@@ -28,11 +28,6 @@ OFFSETS = np.arange(0.0, 8.01, 0.25)
 SUBSETS = {"all": [], "t1": [0, 2]}  # channels zeroed (CT=0, T1=1, T2=2)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
-
-
 def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(first, one past last) index per axis of a mask's voxels; None when it is empty."""
     lo, hi = [], []
@@ -82,20 +77,18 @@ def sweep(logits: list[np.ndarray], true_boxes: list[dict], c: int, off: np.ndar
     return [float(np.mean(row)) for row in ious]
 
 
-def main(workdir: str, cache: str) -> int:
-    torch.set_num_threads(1)
-    coarse = Path(workdir) / "coarse"
+def coarse_network(coarse: Path, state: dict) -> torch.nn.Module:
+    """The coarse network of a run's ``coarse`` folder (its network.json) with ``state``, in eval mode."""
     spec = json.loads((coarse / "network.json").read_text())
-    original = coarse / "final_uncalibrated.safetensors"
-    if not original.exists():
-        shutil.copy(coarse / "final.safetensors", original)
-    state = load_file(str(original))
     net = build(spec["architecture"], spec["in_channels"], spec["out_channels"], **spec["options"])
     net.load_state_dict(state)
-    net.eval()
-    head = f"heads.{len(net.heads) - 1}.bias"
+    return net.eval()
+
+
+def coarse_logits(net: torch.nn.Module, files: list[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(logits, coarse labels) of each cached case, once per input subset of SUBSETS."""
     logits, labels = [], []
-    for f in sorted(Path(cache).glob("*.npz")):
+    for f in files:
         d = np.load(f)
         x = torch.from_numpy(d["coarse_image"])[None]
         for drop in SUBSETS.values():
@@ -104,6 +97,19 @@ def main(workdir: str, cache: str) -> int:
             with torch.inference_mode():
                 logits.append(predict_padded(net, xx)[0].numpy())
             labels.append(d["coarse_label"])
+    return logits, labels
+
+
+def main(workdir: str, cache: str) -> int:
+    torch.set_num_threads(1)
+    coarse = Path(workdir) / "coarse"
+    original = coarse / "final_uncalibrated.safetensors"
+    if not original.exists():
+        shutil.copy(coarse / "final.safetensors", original)
+    state = load_file(str(original))
+    net = coarse_network(coarse, state)
+    head = f"heads.{len(net.heads) - 1}.bias"
+    logits, labels = coarse_logits(net, sorted(Path(cache).glob("*.npz")))
     n = logits[0].shape[0]
     offset = np.zeros(n)
     true_boxes = [{c: bounding_box(lab == c) for c in range(1, n)} for lab in labels]
