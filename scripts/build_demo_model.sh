@@ -1,10 +1,11 @@
 #!/bin/bash
-# Rebuild the demo model (the recipe of brainbarriers-demo 0.4.x: 0.3.0's networks, the cerebellum's
-# trained further on heads with a synthetic neck) from the package registries, end to end.
-# Since training computes convolutions on oneDNN (48babcd) a rebuild trains new networks, not 0.4.2's:
-# they are exported as a candidate ($BUNDLE, by default $WORK/candidate/brainbarriers-demo) to be judged
-# by docs/demo.md's rule; only BUNDLE=SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo
-# replaces the shipped bundle (and then runs the hold-out).
+# Rebuild the demo model (brainbarriers-demo 0.5.0: the networks of this script's run of 2026-12-06
+# on a 2-core AMD EPYC, the transverse sinus on seed 2027) from the package registries, end to end.
+# Training runs on oneDNN, whose floating-point path depends on the CPU: on another CPU type a rebuild
+# trains other networks. So they are exported as a candidate ($BUNDLE, by default
+# $WORK/candidate/brainbarriers-demo) to be judged by a rule written first (docs/demo.md); only
+# BUNDLE=SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo replaces the shipped bundle (and
+# then runs the hold-out). 0.5.0's weight files' SHA-256 are in its manifest, to compare with.
 # Big intermediates go to $WORK (default /work/demo_work), the training material to $PLAIN and $DATA.
 # A measured rebuild (2026-12-06, AMD EPYC, 2 cores, FROM=train, the schedule before the calibration
 # moved into the coarse lane) took 121 min by the shell's clock (the script prints its own minutes

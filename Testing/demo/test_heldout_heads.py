@@ -52,17 +52,18 @@ def reports(tmp_path_factory) -> dict[str, dict]:
     return found
 
 
-#: Checks the demo model (0.4.2, through the pipeline with its anatomical rules and, for heads with
-#: the neck in view, the atlas) does not meet on these heads (docs/demo.md). Empty since the thin
-#: labels stay connected on the input grid (pipeline.THIN_LABELS): 104's superior sagittal sinus,
-#: joined on the model grid, had split in resampling. Strict: a listed check fails as soon as a
-#: model meets it, so the mark must then go.
-OPEN: dict[str, set[str]] = {}
+#: Checks the shipped demo model (through the pipeline with its anatomical rules and, for heads with
+#: the neck in view, the atlas) does not meet on these heads (docs/demo.md). 0.5.0 on development
+#: head 101: in each coronal slice over the ventricle bodies its falx ends 2 mm above that slice's
+#: ventricle roof, but 5 % of those voxels lie at the height of the frontal horns' top, the check's
+#: roof (0.4.2: 2 mm above it). Strict: a listed check fails as soon as a model meets it, so the
+#: mark must then go.
+OPEN: dict[str, set[str]] = {"falx_edge": {"101"}}
 
 
 def cases_for(check: str) -> list:
-    return [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="demo model 0.4.2 does not meet this "
-                                                                            "here yet (issue 16)"))
+    reason = "the shipped demo model does not meet this here yet (issue 16)"
+    return [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=reason))
             if case in OPEN.get(check, ()) else case for case in CASES]
 
 
@@ -98,7 +99,7 @@ def test_falx_runs_from_frontal_to_occipital_pole_on_the_midline(reports, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", cases_for("falx_edge"))
 def test_falx_stays_above_the_corpus_callosum(reports, case):
     # over the ventricle bodies, the falx's lower edge stays above their roof
     assert reports[case]["falx_edge_above_roof_mm"] > 0, reports[case]
