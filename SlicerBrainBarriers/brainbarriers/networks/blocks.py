@@ -52,14 +52,8 @@ class ConvUnit(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self[1]
-        if not isinstance(norm, nn.InstanceNorm3d):
-            return super().forward(x)
-        if torch.is_grad_enabled():
-            y = self[0](x)
-            if trains_channels_last(y, norm):
-                return self[2](InstanceNormChannelsLast.apply(y, norm.weight, norm.bias, norm.eps))
-            return self[2](norm(y))
-        if not x.is_contiguous(memory_format=torch.channels_last_3d):
+        if (torch.is_grad_enabled() or not isinstance(norm, nn.InstanceNorm3d)
+                or not x.is_contiguous(memory_format=torch.channels_last_3d)):
             return super().forward(x)
         # Inference in channels-last layout: nn.InstanceNorm3d would return a channels-first
         # tensor and every following conv/up-sampling would pay for the layout change.
@@ -77,81 +71,20 @@ def norm_channels_last(x: torch.Tensor, norm: nn.InstanceNorm3d) -> torch.Tensor
     return norm(x).contiguous(memory_format=torch.channels_last_3d)
 
 
-def channel_rows(x: torch.Tensor) -> torch.Tensor:
-    """A channels-last (N, C, D, H, W) tensor as (N, D*H*W, C) rows: a view, no copy."""
-    n, c = x.shape[:2]
-    return x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)
-
-
-def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and (biased) variance of a channels-last x, (N, C) in float32.
-
-    One pass: mean, and E[x^2] as the diagonal of X^T X (a GEMM, several times faster on CPU than
-    var_mean over strided dims); var = E[x^2] - mean^2.
-    """
-    rows = channel_rows(x)
-    rows = rows.float() if rows.dtype in (torch.bfloat16, torch.float16) else rows
-    mean = rows.mean(1)
-    sq = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2) / rows.shape[1]
-    return mean, (sq - mean * mean).clamp_min_(0)
-
-
-def trains_channels_last(y: torch.Tensor, norm: nn.InstanceNorm3d) -> bool:
-    """Whether a training-mode conv output takes :class:`InstanceNormChannelsLast` (else the stock norm).
-
-    Only a float32 CPU tensor that is channels-last and not also channels-first (a tensor with one
-    channel or one voxel is both): the networks trained channels-first keep the stock kernel, so
-    their training is unchanged.
-    """
-    return (y.device.type == "cpu" and y.dtype == torch.float32 and y.dim() == 5 and norm.affine
-            and not norm.track_running_stats and not y.is_contiguous()
-            and y.is_contiguous(memory_format=torch.channels_last_3d))
-
-
-class InstanceNormChannelsLast(torch.autograd.Function):
-    """Affine InstanceNorm with instance statistics for a channels-last x, forward and backward.
-
-    The stock kernel returns a channels-first tensor and takes its gradient channels-first; in a
-    channels-last network (the demo's coarse stage on CPU) every unit then paid two layout copies
-    forward and backward, and the following convolution's backward ran on the slower layout
-    (``python bench/bench_norm_channels_last.py``). Here everything stays channels-last.
-    Saved for backward: x_hat = (x - mean) / std (as big as the input the stock kernel saves).
-    With M voxels and per-channel sums over them, dgamma = sum(dy x_hat), dbeta = sum(dy), and
-    dx = gamma / std * (dy - dbeta / M - x_hat * dgamma / M).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        n, c = x.shape[:2]
-        mean, var = channel_statistics(x)
-        rstd = torch.rsqrt(var + eps)
-        x_hat = torch.addcmul((-mean * rstd).view(n, c, 1, 1, 1), x, rstd.view(n, c, 1, 1, 1))
-        ctx.save_for_backward(x_hat, rstd, weight)
-        return torch.addcmul(bias.view(1, c, 1, 1, 1), x_hat, weight.view(1, c, 1, 1, 1))
-
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        x_hat, rstd, weight = ctx.saved_tensors
-        n, c = x_hat.shape[:2]
-        dy = dy.contiguous(memory_format=torch.channels_last_3d)
-        rows = channel_rows(dy)
-        m = rows.shape[1]
-        dbeta = rows.sum(1)
-        dgamma = torch.bmm(rows.transpose(1, 2), channel_rows(x_hat)).diagonal(dim1=1, dim2=2)
-        a = rstd * weight
-        dx = torch.addcmul((-a * dbeta / m).view(n, c, 1, 1, 1), dy, a.view(n, c, 1, 1, 1))
-        dx.addcmul_(x_hat, (-a * dgamma / m).view(n, c, 1, 1, 1))
-        return dx, dgamma.sum(0), dbeta.sum(0), None
-
-
 def instance_norm_channels_last(x: torch.Tensor, norm: nn.InstanceNorm3d, inplace: bool = False) -> torch.Tensor:
     """``norm(x)`` (InstanceNorm with instance statistics) for a channels-last x, keeping its layout.
 
-    Statistics in float32 (also for bfloat16 x) from :func:`channel_statistics`, then one
-    scale-and-shift pass: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)).
+    Statistics in float32 (also for bfloat16 x) from one pass: mean, and E[x^2] as the diagonal of
+    X^T X (a GEMM, several times faster on CPU than var_mean over strided dims); var = E[x^2] - mean^2.
+    Then one scale-and-shift pass: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)).
     """
     n, c = x.shape[:2]
-    mean, var = channel_statistics(x)
+    rows = x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)  # a view for channels-last x
+    rows = rows.float() if rows.dtype in (torch.bfloat16, torch.float16) else rows
+    mean = rows.mean(1)
+    sq = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2) / rows.shape[1]
+    del rows
+    var = (sq - mean * mean).clamp_min_(0)
     scale = torch.rsqrt(var + norm.eps)
     if norm.affine:
         scale = scale * norm.weight
