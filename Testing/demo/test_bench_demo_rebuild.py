@@ -98,7 +98,10 @@ def test_measured_reads_each_run_of_a_finished_build_from_its_log(bench, tmp_pat
     assert minutes["sagittal_sinus resumed"] == pytest.approx(1200 * 0.9 / 60)
     assert minutes["cerebellum"] == pytest.approx(400 * 1.5 / 60)
     assert bench.main(["--measured", str(tmp_path)]) == 0
-    assert "training along the script's schedule" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training along the script's schedule" in out
+    script, bound = bench.schedule_minutes(minutes)
+    assert f"at least {bound:.0f} min" in out and bound <= script
 
     write_log(tmp_path / "run/fine/falx", 10, 1.0)  # a run cut short is not a measurement
     with pytest.raises(RuntimeError, match="falx"):
