@@ -155,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     script, bound = schedule_minutes(minutes)
     print(f"scripts/build_demo_model.sh training: {script:.0f} min wall on 2 cores "
           f"(lanes {' | '.join(' + '.join(lane) for lane in SIDE_BY_SIDE)}, then {' + '.join(THEN)})")
-    print(f"any schedule on 2 cores: at least {bound:.0f} min (core-minutes / 2, or the longest run)")
+    print_bound(bound)
     return 0
+
+
+def print_bound(bound: float) -> None:
+    print(f"any schedule of these runs on 2 cores: at least {bound:.0f} min (core-minutes / 2, or the longest run)")
 
 
 def print_runs(minutes: dict[str, float]) -> None:
@@ -175,7 +179,7 @@ def print_measured(work: Path) -> int:
           + f"; then {' + '.join(THEN)} {sum(minutes[n] for n in THEN):.0f} min")
     script, bound = schedule_minutes(minutes)
     print(f"training along the script's schedule: {script:.0f} min")
-    print(f"any schedule of these runs on 2 cores: at least {bound:.0f} min (core-minutes / 2, or the longest run)")
+    print_bound(bound)
     return 0
 
 
