@@ -23,13 +23,16 @@ PLAIN=${PLAIN:-/work/demo_data}
 DATA=${DATA:-/work/demo_data_v3}
 # FROM=train: start at the training, on the data and caches an earlier build left in $WORK, $PLAIN and
 # $DATA. BUNDLE: where the new bundle goes (its model card and licence: the shipped bundle's).
+# RESUME=1: go on with an interrupted build's training folders instead of training from scratch.
 FROM=${FROM:-data}
+RESUME=${RESUME:-0}
 SHIPPED=SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo
 BUNDLE=${BUNDLE:-$WORK/candidate/brainbarriers-demo}
 T="--config demo --threads 1 --cache $WORK/cache"
 THIN="--config demo --threads 1 --cache $WORK/cache_v3"
 
 case "$FROM" in data | train) ;; *) echo "FROM must be data or train, not $FROM" >&2; exit 2 ;; esac
+case "$RESUME" in 0 | 1) ;; *) echo "RESUME must be 0 or 1, not $RESUME" >&2; exit 2 ;; esac
 
 if [ "$FROM" = data ]; then
   # 1. sources and the sample case (Resources/SampleData)
@@ -48,6 +51,15 @@ fi
 if [ "$FROM" = data ]; then
   $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
   $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
+fi
+# Training resumes from a checkpoint in its folder, and a finished run's checkpoint leaves no step to
+# train: an earlier build's folders would be exported again as if rebuilt. So they are moved to
+# $WORK/previous/ (replacing the build kept there before), unless RESUME=1.
+if [ "$RESUME" = 0 ]; then
+  rm -rf "$WORK/previous" && mkdir -p "$WORK/previous"
+  for folder in run run_a run_neck cerebellum_before_neck; do
+    if [ -e "$WORK/$folder" ]; then mv "$WORK/$folder" "$WORK/previous/$folder"; fi
+  done
 fi
 # A fine network whose post-training check (Dice on its own training crops) reports a collapse is
 # trained once more with another seed; the collapsed run is kept in WORKDIR/collapsed/.

@@ -173,3 +173,39 @@ def test_an_unknown_starting_point_is_refused_before_any_work(tmp_path):
     run, rows, _ = run_build(tmp_path, FROM="training")
     assert run.returncode == 2 and "FROM must be data or train" in run.stderr
     assert rows == []
+    (tmp_path / "b").mkdir()
+    run, rows, _ = run_build(tmp_path / "b", RESUME="yes")
+    assert run.returncode == 2 and "RESUME must be 0 or 1" in run.stderr
+    assert rows == []
+
+
+def earlier_build(work: Path) -> list[Path]:
+    """Checkpoints an earlier build left: training would resume from them and train no step."""
+    checkpoints = [work / "run_a" / "coarse" / "checkpoint.pt", work / "run" / "fine" / "falx" / "checkpoint.pt",
+                   work / "run_neck" / "fine" / "cerebellum" / "checkpoint.pt"]
+    for path in checkpoints:
+        path.parent.mkdir(parents=True)
+        path.write_text("earlier build")
+    return checkpoints
+
+
+def test_a_rebuild_trains_from_scratch_and_keeps_the_earlier_build_aside(tmp_path):
+    (tmp_path / "plain" / "001").mkdir(parents=True)
+    checkpoints = earlier_build(tmp_path / "work")
+    (tmp_path / "work" / "previous" / "run").mkdir(parents=True)  # the build before that one
+    run, rows, _ = run_build(tmp_path, FROM="train")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not any(path.exists() for path in checkpoints)
+    for path in checkpoints:
+        kept = tmp_path / "work" / "previous" / path.relative_to(tmp_path / "work")
+        assert kept.read_text() == "earlier build"
+    assert sum(r["command"].startswith("train-") for r in rows) == 9
+
+
+def test_resume_goes_on_with_an_interrupted_build(tmp_path):
+    (tmp_path / "plain" / "001").mkdir(parents=True)
+    checkpoints = earlier_build(tmp_path / "work")
+    run, _, _ = run_build(tmp_path, FROM="train", RESUME="1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert all(path.read_text() == "earlier build" for path in checkpoints)  # where the training resumes
+    assert not (tmp_path / "work" / "previous").exists()
