@@ -173,8 +173,10 @@ def test_an_unknown_starting_point_is_refused_before_any_work(tmp_path):
     run, rows, _ = run_build(tmp_path, FROM="training")
     assert run.returncode == 2 and "FROM must be data or train" in run.stderr
     assert rows == []
-    (tmp_path / "b").mkdir()
-    run, rows, _ = run_build(tmp_path / "b", RESUME="yes")
+
+
+def test_an_unknown_resume_value_is_refused_before_any_work(tmp_path):
+    run, rows, _ = run_build(tmp_path, RESUME="yes")
     assert run.returncode == 2 and "RESUME must be 0 or 1" in run.stderr
     assert rows == []
 
