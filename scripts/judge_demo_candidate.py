@@ -80,6 +80,8 @@ def judge(cand_dice: dict, base_dice: dict, cand_heads: dict, base_heads: dict, 
     met &= ok
     lines.append(f"vertex sinus in one piece on {pc} of {len(cand_heads)} heads (shipped: {pb}); (3) at least "
                  f"{pb - piece_margin}: {'met' if ok else 'NOT MET'}")
+    if sorted(cand_dev) != sorted(base_dev):
+        raise ValueError("the two development-head reports cover different heads")
     for case in sorted(base_dev):
         shipped, candidate = head_checks(base_dev[case]), head_checks(cand_dev[case])
         lost = [name for name, ok in shipped.items() if ok and not candidate[name]]
