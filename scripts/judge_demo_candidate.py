@@ -51,7 +51,7 @@ def one_piece(anatomy: dict[str, dict[str, float]]) -> int:
 def judge(cand_dice: dict, base_dice: dict, cand_heads: dict, base_heads: dict, cand_dev: dict, base_dev: dict,
           structure_margin: float = 3.0, average_margin: float = 1.5, piece_margin: int = 1) -> tuple[list[str], bool]:
     """The rule's lines to print, and whether every criterion is met."""
-    lines, met = [], True
+    lines = []
     lines.append(f"{'structure':11s} {'candidate':>9s} {'shipped':>8s} {'diff':>6s} {'sd':>5s}  (1) each at most "
                  f"{structure_margin:g} below")
     means_c, means_b = [], []
@@ -64,20 +64,17 @@ def judge(cand_dice: dict, base_dice: dict, cand_heads: dict, base_heads: dict, 
         diffs = [cand_dice[s][k] - base_dice[s][k] for k in cases]
         spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
         ok = c >= b - structure_margin
-        met &= ok
         means_c.append(c)
         means_b.append(b)
         lines.append(f"{s:11s} {c:9.1f} {b:8.1f} {c - b:+6.1f} {spread:5.1f}  {'met' if ok else 'NOT MET'}")
     c, b = statistics.mean(means_c), statistics.mean(means_b)
     ok = c >= b - average_margin
-    met &= ok
     lines.append(f"{'average':11s} {c:9.1f} {b:8.1f} {c - b:+6.1f} {'':5s}  (2) at most {average_margin:g} below: "
                  f"{'met' if ok else 'NOT MET'}")
     if sorted(cand_heads) != sorted(base_heads):
         raise ValueError("the two anatomy reports cover different heads")
     pc, pb = one_piece(cand_heads), one_piece(base_heads)
     ok = pc >= pb - piece_margin
-    met &= ok
     lines.append(f"vertex sinus in one piece on {pc} of {len(cand_heads)} heads (shipped: {pb}); (3) at least "
                  f"{pb - piece_margin}: {'met' if ok else 'NOT MET'}")
     if sorted(cand_dev) != sorted(base_dev):
@@ -85,9 +82,9 @@ def judge(cand_dice: dict, base_dice: dict, cand_heads: dict, base_heads: dict, 
     for case in sorted(base_dev):
         shipped, candidate = head_checks(base_dev[case]), head_checks(cand_dev[case])
         lost = [name for name, ok in shipped.items() if ok and not candidate[name]]
-        met &= not lost
         lines.append(f"development head {case}: candidate meets {sorted(n for n, ok in candidate.items() if ok)}; "
                      f"(4) {'met' if not lost else 'NOT MET, lost: ' + ', '.join(lost)}")
+    met = not any("NOT MET" in line for line in lines)  # every criterion's line says whether it is met
     lines.append("all criteria met" if met else "not every criterion is met")
     return lines, met
 
