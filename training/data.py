@@ -180,6 +180,7 @@ class TrainingSet(Dataset):
         if isinstance(patch, dict):
             patch = patch.get(target.key if target is not None else "default", patch.get("default"))
         self.patch = list(patch) if patch else None
+        self.patch_epochs = cfg.get("patch_epochs")
         if target is not None:
             margin = cfg.get("margin", "table")
             self.margin = target.margin if margin == "table" else int(margin)
@@ -211,7 +212,7 @@ class TrainingSet(Dataset):
         if self.target is None:
             # one-stage training: the whole head at the model spacing, labels = fine-target indices
             image, label = load_case(self.cache, entry, coarse=not self.cfg.get("one_stage"))
-            if self.patch:
+            if self.patch and (self.patch_epochs is None or self.epoch < int(self.patch_epochs)):
                 box = limit_box(((0, 0, 0), label.shape), self.patch, rng)
                 image, label = image[(slice(None), *geometry.box_slices(box))], label[geometry.box_slices(box)]
         else:

@@ -147,6 +147,10 @@ class CoarseStage:
     options: dict[str, Any] = field(default_factory=dict)
     loss: Loss = Loss("dice_ce")
     patch_size: PatchSize = None
+    #: with ``patch_size``: train on windows only in the first this many epochs, then on whole heads
+    #: (None: windows throughout). A window's steps are cheaper, and the last epochs on whole heads
+    #: give the localiser the whole-head context it sees at inference.
+    patch_epochs: Optional[int] = None
     #: fractions of training whose checkpoints predict the boxes the fine stage trains on (paper).
     box_checkpoints: tuple[float, ...] = (0.3333333, 0.6666667, 1.0)
 
