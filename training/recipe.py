@@ -421,6 +421,10 @@ def check_modalities(recipe: Recipe, source: str) -> None:
             for key in patch:
                 if key not in known:
                     raise ConfigError(f"{source}: unknown key '{stage}.patch_size.{key}' (known: {', '.join(sorted(known))})")
+    epochs = recipe.coarse.patch_epochs
+    if epochs is not None and (epochs < 0 or not recipe.coarse.patch_size):
+        raise ConfigError(f"{source}: 'coarse.patch_epochs' must be a count of epochs (0 or more) and needs "
+                          f"'coarse.patch_size', not {epochs} with patch_size {recipe.coarse.patch_size}")
 
 
 _DEFAULTS = Recipe().to_dict()

@@ -64,6 +64,11 @@ def test_overrides_are_validated():
         load_recipe("smoke", ["train.epochz=2"])
     with pytest.raises(ConfigError, match=r"'train\.amp' must be true or false"):
         load_recipe("smoke", ["train.amp=maybe"])
+    assert load_recipe("demo", ["coarse.patch_size=[72,80,64]", "coarse.patch_epochs=50"]).coarse.patch_epochs == 50
+    with pytest.raises(ConfigError, match=r"'coarse\.patch_epochs' .* needs 'coarse\.patch_size'"):
+        load_recipe("demo", ["coarse.patch_epochs=50"])
+    with pytest.raises(ConfigError, match=r"'coarse\.patch_epochs' must be a count"):
+        load_recipe("demo", ["coarse.patch_size=[72,80,64]", "coarse.patch_epochs=-1"])
 
 
 def test_saved_recipe_reads_back(tmp_path):

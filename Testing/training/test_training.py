@@ -193,6 +193,24 @@ def test_network_spec_inter_slice_axis_follows_direction():
     assert network_spec(cfg, t, flipped)["options"]["inter_slice_axis"] == 2
 
 
+def test_coarse_windows_only_in_the_first_patch_epochs(prepared):
+    """``coarse.patch_epochs``: windows before that epoch, the whole head from it on."""
+    _, cache, index = prepared
+    cfg = tiny_config()["train"] | {"augmentation": {}}
+    whole = tuple(TrainingSet(cache, index["cases"], None, cfg, index["coarse_spacing"], 1, seed=3)[0][1].shape)
+    patch = [max(1, s - 3) for s in whole]
+    ds = TrainingSet(cache, index["cases"], None, cfg | {"patch_size": patch, "patch_epochs": 2},
+                     index["coarse_spacing"], 1, seed=3)
+    shapes = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        shapes.append(tuple(ds[0][1].shape))
+    assert shapes == [tuple(patch)] * 2 + [whole] * 2
+    always = TrainingSet(cache, index["cases"], None, cfg | {"patch_size": patch}, index["coarse_spacing"], 1, seed=3)
+    always.set_epoch(3)
+    assert tuple(always[0][1].shape) == tuple(patch)
+
+
 def test_samples_do_not_depend_on_loader_workers(prepared):
     from brainbarriers_training.data import PadCollate
     from torch.utils.data import DataLoader
