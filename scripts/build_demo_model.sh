@@ -83,7 +83,7 @@ RETRY_SEED=2030
   # the short coarse training leaves the thin classes under-confident: a per-class logit offset,
   # chosen on the training cases for the IoU of their boxes (scripts/demo_calibrate_coarse.py)
   $PY scripts/demo_calibrate_coarse.py "$WORK/run_a" "$WORK/cache"
-  # seed 2027: with the recipe's 2026 this network collapsed in the rebuild of 2026-12-06 (docs/demo.md)
+  # seed 2027: with the recipe's 2026 this network collapsed in the rebuild of 2026-12-06 (docs/demo-candidates.md)
   fine "$WORK/run_a" transverse_sinus $THIN --set fine.epochs=60 --set fine.iterations_per_epoch=20 --set seed=2027
 ) &
 lane=$!

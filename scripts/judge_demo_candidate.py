@@ -1,4 +1,4 @@
-"""Judge a candidate demo bundle against the shipped one by the rule of docs/demo.md's candidates.
+"""Judge a candidate demo bundle against the shipped one by the rule of docs/demo-candidates.md.
 
     python scripts/judge_demo_candidate.py --candidate C_HEADS --baseline B_HEADS \\
         --candidate-eval C_EVAL --baseline-eval B_EVAL \\

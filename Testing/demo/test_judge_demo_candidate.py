@@ -1,4 +1,4 @@
-"""scripts/judge_demo_candidate.py: the rule of docs/demo.md's candidates, on unrounded figures,
+"""scripts/judge_demo_candidate.py: the rule of docs/demo-candidates.md, on unrounded figures,
 run as a command on folders laid out as the rule's commands write them."""
 
 from __future__ import annotations
