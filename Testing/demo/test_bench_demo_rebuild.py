@@ -54,12 +54,21 @@ def test_the_bench_times_every_training_run_of_the_build_script(bench):
             assert (r.stage, r.structure or "", r.epochs, r.iterations) in runs, r
 
 
+def test_the_coarse_windows_are_the_scripts(bench):
+    text = (REPO / "scripts" / "build_demo_model.sh").read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if "train-coarse" in x)
+    coarse = bench.RUNS["coarse"]
+    assert f"--set 'coarse.patch_size=[{','.join(map(str, coarse.window))}]'" in line
+    assert f"--set coarse.patch_epochs={coarse.window_epochs}" in line
+
+
 def test_the_schedule_adds_the_serial_runs_to_the_longer_lane(bench):
     minutes = {name: 0.0 for name in bench.RUNS}
     minutes.update({"coarse": 70.0, "sagittal_sinus": 20.0, "sagittal_sinus resumed": 20.0, "ventricles": 10.0,
                     "tentorium": 30.0, "transverse_sinus": 15.0, "cerebellum on necks": 10.0})
     script, bound = bench.schedule_minutes(minutes)
-    # lanes: coarse + transverse sinus = 85, the sagittal sinus twice + ventricles + tentorium = 80;
+    # lanes: coarse + transverse sinus (+ cerebellum, 0 here) = 85, the sagittal sinus twice +
+    # ventricles + tentorium = 80;
     # the neck run comes after both
     assert script == (70 + 15) + 10
     # core-minutes: 70 + 20 + 20 + 10 + 30 + 15 + 2 x 10 (two threads) = 185 -> 92.5 on 2 cores
