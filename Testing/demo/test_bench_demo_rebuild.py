@@ -62,6 +62,23 @@ def test_the_coarse_windows_are_the_scripts(bench):
     assert f"--set coarse.patch_epochs={coarse.window_epochs}" in line
 
 
+def test_a_windowed_coarse_run_is_timed_on_both_kinds_of_step(bench, monkeypatch, tmp_path):
+    timed = []
+
+    def fake_steps(run, cache, steps, out, extra):
+        timed.append((out.name, extra))
+        return 1.0 if extra else 2.5  # seconds per step on the window, on the whole head
+
+    monkeypatch.setattr(bench, "_time_steps", fake_steps)
+    coarse = bench.RUNS["coarse"]
+    share = coarse.window_epochs / coarse.epochs
+    assert bench.time_run(coarse, tmp_path, 5, tmp_path) == pytest.approx(share * 1.0 + (1 - share) * 2.5)
+    assert [extra for _, extra in timed] == [["--set", "coarse.patch_size=[72,80,64]"], []]
+    assert len({name for name, _ in timed}) == 2  # two folders: the second timing does not resume the first
+    timed.clear()
+    assert bench.time_run(bench.RUNS["falx"], tmp_path, 5, tmp_path) == 2.5 and len(timed) == 1
+
+
 def test_the_schedule_adds_the_serial_runs_to_the_longer_lane(bench):
     minutes = {name: 0.0 for name in bench.RUNS}
     minutes.update({"coarse": 70.0, "sagittal_sinus": 20.0, "sagittal_sinus resumed": 20.0, "ventricles": 10.0,
