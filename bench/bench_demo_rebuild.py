@@ -183,11 +183,26 @@ def print_runs(minutes: dict[str, float]) -> None:
         print(f"{n:<24}{r.threads:>8}{r.steps:>7}{60 * minutes[n] / r.steps:>8.2f}{minutes[n]:>7.1f}")
 
 
+def print_window_split(run: Run, folder: Path) -> None:
+    """Seconds per step of a windowed run's window steps and whole-head steps, from its log.csv."""
+    seconds = [row["seconds"] for row in read_log(folder)]
+    cut = run.window_epochs * run.iterations
+    if not 2 < cut < len(seconds):
+        return
+    on_window = (seconds[cut - 1] - seconds[0]) / (cut - 1)
+    whole = (seconds[-1] - seconds[cut - 1]) / (len(seconds) - cut)
+    print(f"{run.name}: {on_window:.2f} s per window step (first {cut}, first step left out), "
+          f"{whole:.2f} s per whole-head step")
+
+
 def print_measured(work: Path) -> int:
     minutes = measured_minutes(work)
     # no machine name: the logs may come from another machine than the one reading them
     print(f"training runs of the build in {work} (minutes from each run's log.csv: training steps only)")
     print_runs(minutes)
+    for r in RUNS.values():
+        if r.window is not None:
+            print_window_split(r, stage_folder(work / "run", r))
     lanes = [sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE]
     print("lanes: " + " | ".join(f"{' + '.join(lane)} {m:.0f} min" for lane, m in zip(SIDE_BY_SIDE, lanes))
           + f"; then {' + '.join(THEN)} {sum(minutes[n] for n in THEN):.0f} min")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from .recipe import ConfigError, Recipe, check_modalities, deep_merge
+from .recipe import ConfigError, Recipe, check_modalities, check_patches, deep_merge
 
 __all__ = ["CONFIG_DIR", "RECIPE_FILE", "ConfigError", "Recipe", "as_recipe", "deep_merge", "load_config",
            "load_recipe", "parse_override", "read_recipe", "resolve_config_path", "save_recipe", "stage_config"]
@@ -70,6 +70,7 @@ def as_recipe(config: Union[Recipe, dict], source: str = "recipe") -> Recipe:
         return config
     recipe = Recipe.from_dict({k: v for k, v in config.items() if k != "_source"}, source)
     check_modalities(recipe, source)
+    check_patches(recipe, source)
     return recipe
 
 

@@ -414,6 +414,10 @@ def check_modalities(recipe: Recipe, source: str) -> None:
     unknown = set(recipe.data.normalisation) - set(MODALITIES)
     if unknown:
         raise ConfigError(f"{source}: unknown key 'data.normalisation.{sorted(unknown)[0]}' (known: {', '.join(MODALITIES)})")
+
+
+def check_patches(recipe: Recipe, source: str) -> None:
+    """Per-target window keys name fine targets; ``coarse.patch_epochs`` needs a coarse window."""
     known = {t.key for t in FINE_TARGETS} | {"default"}
     for stage in STAGES:
         patch = getattr(recipe, stage).patch_size

@@ -22,11 +22,15 @@ def bench():
     return module
 
 
+def script_lines() -> list[str]:
+    """The build script's lines, continuations joined."""
+    return (REPO / "scripts" / "build_demo_model.sh").read_text().replace("\\\n", " ").splitlines()
+
+
 def script_runs() -> list[tuple[str, str, int, int]]:
     """(stage, structure or '', epochs, iterations) of each training command in the build script."""
-    text = (REPO / "scripts" / "build_demo_model.sh").read_text().replace("\\\n", " ")
     found = []
-    for line in text.splitlines():
+    for line in script_lines():
         m = re.search(r"train-(coarse|fine)\b", line)
         checked = re.match(r"\s*fine \S+ (\w+) ", line)  # the script's `fine WORKDIR STRUCTURE ...`
         if not (m or checked) or "$@" in line:  # the body of `fine` itself trains what its caller names
@@ -55,8 +59,7 @@ def test_the_bench_times_every_training_run_of_the_build_script(bench):
 
 
 def test_the_coarse_windows_are_the_scripts(bench):
-    text = (REPO / "scripts" / "build_demo_model.sh").read_text().replace("\\\n", " ")
-    line = next(x for x in text.splitlines() if "train-coarse" in x)
+    line = next(x for x in script_lines() if "train-coarse" in x)
     coarse = bench.RUNS["coarse"]
     assert f"--set 'coarse.patch_size=[{','.join(map(str, coarse.window))}]'" in line
     assert f"--set coarse.patch_epochs={coarse.window_epochs}" in line
@@ -126,6 +129,7 @@ def test_measured_reads_each_run_of_a_finished_build_from_its_log(bench, tmp_pat
     assert bench.main(["--measured", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "training along the script's schedule" in out
+    assert "coarse: 2.00 s per window step" in out and "2.00 s per whole-head step" in out
     script, bound = bench.schedule_minutes(minutes)
     assert f"at least {bound:.0f} min" in out and bound <= script
 
