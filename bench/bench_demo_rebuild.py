@@ -134,6 +134,24 @@ def measured_minutes(work: Path) -> dict[str, float]:
     return minutes
 
 
+def collapsed_minutes(work: Path) -> dict[str, float]:
+    """Minutes of each run that its post-training check found collapsed, which the script then
+    trained again with another seed (kept in ``WORKDIR/collapsed/STRUCTURE``): build time that
+    the runs of `measured_minutes` leave out."""
+    minutes = {}
+    for folder in sorted(work.glob("run*/collapsed/*")):
+        seconds = [row["seconds"] for row in read_log(folder)]
+        # the seconds column restarts at a resume: add up each segment's last value
+        ends = [a for a, b in zip(seconds, seconds[1:]) if b < a] + seconds[-1:]
+        minutes[folder.name] = sum(ends) / 60
+    return minutes
+
+
+def lane_of(structure: str) -> int:
+    """Index in SIDE_BY_SIDE of the lane that trains `structure`'s network."""
+    return next(i for i, lane in enumerate(SIDE_BY_SIDE) if any(RUNS[n].structure == structure for n in lane))
+
+
 def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
     """(the script's wall minutes, the lower bound of any schedule on 2 cores)."""
     script = max(sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE) + sum(minutes[n] for n in THEN)
@@ -209,6 +227,14 @@ def print_measured(work: Path) -> int:
     script, bound = schedule_minutes(minutes)
     print(f"training along the script's schedule: {script:.0f} min")
     print_bound(bound)
+    again = collapsed_minutes(work)
+    if again:
+        for structure, m in again.items():
+            lanes[lane_of(structure)] += m
+        print("collapsed and trained again (WORKDIR/collapsed): "
+              + ", ".join(f"{s} {m:.1f} min" for s, m in again.items())
+              + "; with them the lanes " + " | ".join(f"{m:.0f}" for m in lanes)
+              + f" min, training along the script's schedule {max(lanes) + sum(minutes[n] for n in THEN):.0f} min")
     return 0
 
 
