@@ -39,8 +39,9 @@ RECORDER = textwrap.dedent("""\
         else:
             stage = workdir / "fine" / value("--structure")
             stage.mkdir(parents=True, exist_ok=True)
-            # the post-training check: $COLLAPSE names a structure whose first run collapses
-            ok = value("--structure") != os.environ.get("COLLAPSE") or "seed=2030" in args
+            # the post-training check: $COLLAPSE names a structure whose first run collapses (NAME! : both)
+            collapse = os.environ.get("COLLAPSE", "")
+            ok = value("--structure") != collapse.rstrip("!") or ("seed=2030" in args and not collapse.endswith("!"))
             (stage / "check.json").write_text(json.dumps({{"training_crop_dice": 0.7 if ok else 0.3, "ok": ok}}))
             (stage / "trained_with").write_text(" ".join(args))
         # as in the real build the coarse lane is the longer one, so only a wait holds the neck run back
@@ -137,6 +138,17 @@ def test_a_collapsed_network_is_trained_again_with_another_seed_and_the_first_ru
     assert any(r["command"] == "export" for r in rows)
     others = [r for r in rows if r["command"] == "train-fine" and r["structure"] not in (structure, "cerebellum")]
     assert all(r["structure"] == "sagittal_sinus" or others.count(r) == 1 for r in others)
+    assert "collapsed on both seeds" not in run.stdout
+
+
+def test_a_network_collapsed_on_both_seeds_is_exported_and_named_at_the_end(tmp_path):
+    run, rows, _ = run_build(tmp_path, collapse="transverse_sinus!")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len([r for r in rows if r["command"] == "train-fine" and r["structure"] == "transverse_sinus"]) == 2
+    assert any(r["command"] == "export" for r in rows)
+    last = run.stdout.strip().splitlines()[-2:]
+    assert last[0] == "build_demo_model.sh: collapsed on both seeds, exported as trained: transverse_sinus", last
+    assert last[1].startswith("build_demo_model.sh: ") and last[1].endswith("min (FROM=data)")
 
 
 @pytest.mark.parametrize("failing", ["train-coarse", "transverse_sinus", "tentorium"])
