@@ -162,6 +162,11 @@ MIN_COARSE_VOXELS = 8
 #: region is (almost) empty. Thin targets lying against a plump one (the transverse sinus on the
 #: tentorium) keep a clear probability of their own but lose the argmax at low resolution.
 FALLBACK_PROBABILITY = 0.2
+#: Second fallback, relative to the target's own peak: when no voxel reaches FALLBACK_PROBABILITY,
+#: those at or above half the peak, if the peak reaches PEAK_FLOOR. On an Intel Xeon the smoke
+#: recipe's coarse network gave the transverse sinus a peak of 0.185 on every held-out phantom, so
+#: its box went missing and the sinus lost its transverse part (training/README.md).
+PEAK_FLOOR = 0.1
 
 
 def coarse_region(probabilities: np.ndarray, index: int) -> tuple[np.ndarray, str]:
@@ -169,12 +174,16 @@ def coarse_region(probabilities: np.ndarray, index: int) -> tuple[np.ndarray, st
 
     ``probabilities``: coarse softmax (K, D, H, W). The region is the target's argmax voxels (large
     components); when that holds fewer than MIN_COARSE_VOXELS, the voxels where the target's own
-    probability reaches FALLBACK_PROBABILITY (large components) stand in for it.
+    probability reaches FALLBACK_PROBABILITY (large components) stand in for it; when none does, those
+    at or above half its own peak, if that peak reaches PEAK_FLOOR.
     """
     region = keep_large_components(probabilities.argmax(0) == index)
     if region.sum() >= MIN_COARSE_VOXELS:
         return region, "argmax"
-    fallback = keep_large_components(probabilities[index] >= FALLBACK_PROBABILITY)
+    own = probabilities[index]
+    fallback = keep_large_components(own >= FALLBACK_PROBABILITY)
+    if not fallback.any() and float(own.max()) >= PEAK_FLOOR:
+        fallback = keep_large_components(own >= 0.5 * float(own.max()))
     if fallback.any():
         return fallback | region, "fallback"
     return region, ("argmax" if region.any() else "missing")
@@ -481,7 +490,8 @@ class Segmenter:
                 if core is not None:
                     core = geometry.expand_box(core, margins.get(t.key, 0), shape)
                     boxes[t.key] = core if boxes[t.key] is None else geometry.union_box(core, boxes[t.key])
-        notes += [f"{k}: coarse argmax region too small; box from its own coarse probability >= {FALLBACK_PROBABILITY}"
+        notes += [f"{k}: coarse argmax region too small; box from its own coarse probability (>= {FALLBACK_PROBABILITY}, "
+                  f"else >= half its peak)"
                   for k, h in how.items() if h == "fallback"]
         if self.options.fine_boxes:
             boxes.update({k: v for k, v in self.options.fine_boxes.items() if k in boxes})

@@ -8,6 +8,7 @@ from brainbarriers import geometry
 from brainbarriers.pipeline import (
     FALLBACK_PROBABILITY,
     LR_AXIS,
+    PEAK_FLOOR,
     Segmenter,
     SegmentOptions,
     cleanup_labels,
@@ -37,6 +38,24 @@ def test_a_target_that_loses_the_argmax_gets_a_box_from_its_own_probability():
     region, how = coarse_region(p, fine_target("tentorium").coarse_index)
     assert how == "argmax" and region.sum() == 2 * 16 * 16
     region, how = coarse_region(p, fine_target("ventricles").coarse_index)
+    assert how == "missing" and not region.any()
+
+
+def test_a_target_under_the_fallback_probability_gets_a_box_from_half_its_own_peak():
+    """The smoke recipe's coarse network on an Intel Xeon: the transverse sinus peaked at 0.185 on
+    every held-out phantom, under FALLBACK_PROBABILITY, and its box went missing."""
+    p = _probabilities()
+    tent, trans = fine_target("tentorium").coarse_index, fine_target("transverse_sinus").coarse_index
+    p[trans] = 0.0
+    core = (slice(8, 10), slice(6, 18), slice(5, 17))
+    p[trans][8:10, 4:20, 3:19] = 0.06  # a rim under half the peak
+    p[trans][core] = 0.185
+    region, how = coarse_region(p, trans)
+    assert 0.185 < FALLBACK_PROBABILITY and how == "fallback"
+    assert region.sum() == 2 * 12 * 12 and region[core].all()  # the core, not the rim
+    assert coarse_region(p, tent)[1] == "argmax"
+    p[trans] *= 0.9 * PEAK_FLOOR / 0.185  # a peak under the floor is noise: no box
+    region, how = coarse_region(p, trans)
     assert how == "missing" and not region.any()
 
 
