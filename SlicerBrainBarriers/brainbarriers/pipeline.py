@@ -175,15 +175,18 @@ def coarse_region(probabilities: np.ndarray, index: int) -> tuple[np.ndarray, st
     ``probabilities``: coarse softmax (K, D, H, W). The region is the target's argmax voxels (large
     components); when that holds fewer than MIN_COARSE_VOXELS, the voxels where the target's own
     probability reaches FALLBACK_PROBABILITY (large components) stand in for it; when none does, those
-    at or above half its own peak, if that peak reaches PEAK_FLOOR.
+    at or above half its own peak, if that peak reaches PEAK_FLOOR and twice the target's median.
     """
     region = keep_large_components(probabilities.argmax(0) == index)
     if region.sum() >= MIN_COARSE_VOXELS:
         return region, "argmax"
     own = probabilities[index]
     fallback = keep_large_components(own >= FALLBACK_PROBABILITY)
-    if not fallback.any() and float(own.max()) >= PEAK_FLOOR:
-        fallback = keep_large_components(own >= 0.5 * float(own.max()))
+    peak = float(own.max())
+    # the peak must stand out from the target's typical level: a flat probability (a network
+    # that says nothing about this target, e.g. 1/K everywhere) marks no region
+    if not fallback.any() and peak >= PEAK_FLOOR and peak >= 2 * float(np.median(own)):
+        fallback = keep_large_components(own >= 0.5 * peak)
     if fallback.any():
         return fallback | region, "fallback"
     return region, ("argmax" if region.any() else "missing")

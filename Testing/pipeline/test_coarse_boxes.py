@@ -57,6 +57,10 @@ def test_a_target_under_the_fallback_probability_gets_a_box_from_half_its_own_pe
     p[trans] *= 0.9 * PEAK_FLOOR / 0.185  # a peak under the floor is noise: no box
     region, how = coarse_region(p, trans)
     assert how == "missing" and not region.any()
+    p[trans] = 1 / 7  # flat: a network that says nothing about the target marks no region
+    p[trans][core] = 0.185
+    region, how = coarse_region(p, trans)
+    assert how == "missing" and not region.any()
 
 
 def test_boxes_are_mapped_onto_the_model_grid_with_margins():
