@@ -137,13 +137,14 @@ def measured_minutes(work: Path) -> dict[str, float]:
 def collapsed_minutes(work: Path) -> dict[str, float]:
     """Minutes of each run that its post-training check found collapsed, which the script then
     trained again with another seed (kept in ``WORKDIR/collapsed/STRUCTURE``): build time that
-    the runs of `measured_minutes` leave out."""
+    the runs of `measured_minutes` leave out. Keyed ``WORKDIR/STRUCTURE``, so that one structure
+    collapsed in two workdirs counts twice."""
     minutes = {}
     for folder in sorted(work.glob("run*/collapsed/*")):
         seconds = [row["seconds"] for row in read_log(folder)]
         # the seconds column restarts at a resume: add up each segment's last value
         ends = [a for a, b in zip(seconds, seconds[1:]) if b < a] + seconds[-1:]
-        minutes[folder.name] = sum(ends) / 60
+        minutes[f"{folder.parent.parent.name}/{folder.name}"] = sum(ends) / 60
     return minutes
 
 
@@ -152,9 +153,16 @@ def lane_of(structure: str) -> int:
     return next(i for i, lane in enumerate(SIDE_BY_SIDE) if any(RUNS[n].structure == structure for n in lane))
 
 
-def schedule_minutes(minutes: dict[str, float]) -> tuple[float, float]:
-    """(the script's wall minutes, the lower bound of any schedule on 2 cores)."""
-    script = max(sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE) + sum(minutes[n] for n in THEN)
+def lane_minutes(minutes: dict[str, float]) -> list[float]:
+    """Minutes of each lane of SIDE_BY_SIDE, its runs one after the other."""
+    return [sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE]
+
+
+def schedule_minutes(minutes: dict[str, float], lanes: list[float] | None = None) -> tuple[float, float]:
+    """(the script's wall minutes, the lower bound of any schedule on 2 cores). ``lanes``: the
+    lanes' minutes when they hold more than `minutes`' runs (collapsed runs trained again)."""
+    lanes = lane_minutes(minutes) if lanes is None else lanes
+    script = max(lanes) + sum(minutes[n] for n in THEN)
     core_minutes = sum(minutes[n] * RUNS[n].threads for n in RUNS)
     bound = max(core_minutes / 2, max(minutes.values()))
     return script, bound
@@ -221,7 +229,7 @@ def print_measured(work: Path) -> int:
     for r in RUNS.values():
         if r.window is not None:
             print_window_split(r, stage_folder(work / "run", r))
-    lanes = [sum(minutes[n] for n in lane) for lane in SIDE_BY_SIDE]
+    lanes = lane_minutes(minutes)
     print("lanes: " + " | ".join(f"{' + '.join(lane)} {m:.0f} min" for lane, m in zip(SIDE_BY_SIDE, lanes))
           + f"; then {' + '.join(THEN)} {sum(minutes[n] for n in THEN):.0f} min")
     script, bound = schedule_minutes(minutes)
@@ -229,12 +237,12 @@ def print_measured(work: Path) -> int:
     print_bound(bound)
     again = collapsed_minutes(work)
     if again:
-        for structure, m in again.items():
-            lanes[lane_of(structure)] += m
+        for key, m in again.items():
+            lanes[lane_of(key.split("/")[-1])] += m
         print("collapsed and trained again (WORKDIR/collapsed): "
-              + ", ".join(f"{s} {m:.1f} min" for s, m in again.items())
+              + ", ".join(f"{key} {m:.1f} min" for key, m in again.items())
               + "; with them the lanes " + " | ".join(f"{m:.0f}" for m in lanes)
-              + f" min, training along the script's schedule {max(lanes) + sum(minutes[n] for n in THEN):.0f} min")
+              + f" min, training along the script's schedule {schedule_minutes(minutes, lanes)[0]:.0f} min")
     return 0
 
 

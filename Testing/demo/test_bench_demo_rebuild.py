@@ -144,14 +144,19 @@ def test_measured_reads_each_run_of_a_finished_build_from_its_log(bench, tmp_pat
     # collapsed after its resume-like restart of the seconds column
     rows = write_log(tmp_path / "run/collapsed/tentorium", 100, 0.6)
     write_log(tmp_path / "run/collapsed/tentorium", 100, 0.3, 101, rows)
-    assert bench.collapsed_minutes(tmp_path) == pytest.approx({"tentorium": (60 + 30) / 60})
+    assert bench.collapsed_minutes(tmp_path) == pytest.approx({"run/tentorium": (60 + 30) / 60})
     assert bench.lane_of("tentorium") == 1 and bench.lane_of("transverse_sinus") == 0
     assert bench.main(["--measured", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lanes = [sum(minutes[n] for n in lane) for lane in bench.SIDE_BY_SIDE]
     lanes[1] += 1.5
     expected = max(lanes) + minutes["cerebellum on necks"]
-    assert "tentorium 1.5 min" in out and f"training along the script's schedule {expected:.0f} min" in out
+    assert "run/tentorium 1.5 min" in out and f"training along the script's schedule {expected:.0f} min" in out
+    assert bench.schedule_minutes(minutes, lanes)[0] == pytest.approx(expected)
+
+    # the same structure collapsed in both workdirs: both runs count, each in the structure's lane
+    write_log(tmp_path / "run_a/collapsed/tentorium", 100, 0.6)
+    assert bench.collapsed_minutes(tmp_path) == pytest.approx({"run/tentorium": 1.5, "run_a/tentorium": 1.0})
 
     write_log(tmp_path / "run/fine/falx", 10, 1.0)  # a run cut short is not a measurement
     with pytest.raises(RuntimeError, match="falx"):
