@@ -60,7 +60,7 @@ class Run:
 #: The script's training runs; `Testing/demo/test_bench_demo_rebuild.py` checks that each one's
 #: epochs and iterations appear in the script. The resume trains from epoch 60 to 120.
 RUNS = {
-    "coarse": Run("coarse", "coarse", None, 60, 40, 1),
+    "coarse": Run("coarse", "coarse", None, 60, 40, 1, window=(72, 80, 64), window_epochs=40),
     "ventricles": Run("ventricles", "fine", "ventricles", 25, 20, 1),
     "cerebellum": Run("cerebellum", "fine", "cerebellum", 20, 20, 1),
     "falx": Run("falx", "fine", "falx", 60, 20, 1),
@@ -72,8 +72,8 @@ RUNS = {
 }
 
 #: The script's order: two lanes side by side, then the rest one after the other.
-SIDE_BY_SIDE = (("coarse", "transverse_sinus"),
-                ("sagittal_sinus", "sagittal_sinus resumed", "ventricles", "falx", "tentorium", "cerebellum"))
+SIDE_BY_SIDE = (("coarse", "transverse_sinus", "cerebellum"),
+                ("sagittal_sinus", "sagittal_sinus resumed", "ventricles", "falx", "tentorium"))
 THEN = ("cerebellum on necks",)
 
 

@@ -46,8 +46,8 @@ if [ "$FROM" = data ]; then
 fi
 
 # 3. training (training/configs/demo.json): two lanes side by side, one thread each, of about equal
-#    length (bench/bench_demo_rebuild.py times them): the coarse network, its calibration and the
-#    transverse sinus, and the other fine networks
+#    length (bench/bench_demo_rebuild.py times them): the coarse network, its calibration, the
+#    transverse sinus and the cerebellum, and the other fine networks
 if [ "$FROM" = data ]; then
   $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$PLAIN" --cache "$WORK/cache"
   $PY -m brainbarriers_training prepare --config demo --threads 2 --data "$DATA" --cache "$WORK/cache_v3"
@@ -78,16 +78,17 @@ RETRY_SEED=2030
 # the thin networks (falx, tentorium, both sinus parts: $THIN) on the heads with concealed thin
 # structures (0.3.0); the background lane has its own workdir, so that two processes never write one
 (
-  # whole heads, as inference sees them (0.5.0's schedule; since the thirteenth candidate again,
-  # docs/demo-candidates.md: the windowed schedule of the eleventh, trained on an Intel Xeon, broke
-  # the vertex sinus of development head 102 even under 0.5.0's sinus network)
+  # since the eleventh candidate (docs/demo-candidates.md): the first 40 of the 60 epochs on 72 x 80 x
+  # 64 windows of the head, a step 0.54 times as long; the last 20 on whole heads, which inference sees
   $PY -m brainbarriers_training train-coarse $T --workdir "$WORK/run_a" \
-      --set coarse.epochs=60 --set coarse.iterations_per_epoch=40
+      --set coarse.epochs=60 --set coarse.iterations_per_epoch=40 \
+      --set 'coarse.patch_size=[72,80,64]' --set coarse.patch_epochs=40
   # the short coarse training leaves the thin classes under-confident: a per-class logit offset,
   # chosen on the training cases for the IoU of their boxes (scripts/demo_calibrate_coarse.py)
   $PY scripts/demo_calibrate_coarse.py "$WORK/run_a" "$WORK/cache"
   # seed 2027: with the recipe's 2026 this network collapsed in the rebuild of 2026-12-06 (docs/demo-candidates.md)
   fine "$WORK/run_a" transverse_sinus $THIN --set fine.epochs=60 --set fine.iterations_per_epoch=20 --set seed=2027
+  fine "$WORK/run_a" cerebellum $T --set fine.epochs=20 --set fine.iterations_per_epoch=20
 ) &
 lane=$!
 # if this lane fails (or the build is interrupted), stop the other one too: it would go on for hours
@@ -100,12 +101,13 @@ fine "$WORK/run" sagittal_sinus $THIN --set fine.epochs=120 --set fine.iteration
 fine "$WORK/run" ventricles $T --set fine.epochs=25 --set fine.iterations_per_epoch=20
 fine "$WORK/run" falx $THIN --set fine.epochs=60 --set fine.iterations_per_epoch=20
 fine "$WORK/run" tentorium $THIN --set fine.epochs=45 --set fine.iterations_per_epoch=20
-fine "$WORK/run" cerebellum $T --set fine.epochs=20 --set fine.iterations_per_epoch=20
 wait $lane
 trap - EXIT
-rm -rf "$WORK/run/coarse" "$WORK/run/fine/transverse_sinus"
+rm -rf "$WORK/run/coarse" "$WORK/run/fine/transverse_sinus" "$WORK/run/fine/cerebellum"
 cp -r "$WORK/run_a/coarse" "$WORK/run/coarse"
-cp -r "$WORK/run_a/fine/transverse_sinus" "$WORK/run/fine/transverse_sinus"
+for structure in transverse_sinus cerebellum; do
+  cp -r "$WORK/run_a/fine/$structure" "$WORK/run/fine/$structure"
+done
 # 0.4.0: the cerebellum network trained further on the same heads, 70 % of them with a synthetic neck
 NECK=${NECK:-/work/demo_data_neck}
 if [ "$FROM" = data ]; then

@@ -77,7 +77,7 @@ def test_a_windowed_coarse_run_is_timed_on_both_kinds_of_step(bench, monkeypatch
         return 1.0 if extra else 2.5  # seconds per step on the window, on the whole head
 
     monkeypatch.setattr(bench, "_time_steps", fake_steps)
-    # the eleventh candidate's schedule (the script trains whole heads since the thirteenth)
+    # a windowed schedule (the script's since the eleventh candidate), whatever the table holds now
     coarse = dataclasses.replace(bench.RUNS["coarse"], window=(72, 80, 64), window_epochs=40)
     share = coarse.window_epochs / coarse.epochs
     assert bench.time_run(coarse, tmp_path, 5, tmp_path) == pytest.approx(share * 1.0 + (1 - share) * 2.5)
