@@ -3,7 +3,6 @@ schedule arithmetic."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import re
 import sys
@@ -62,11 +61,8 @@ def test_the_bench_times_every_training_run_of_the_build_script(bench):
 def test_the_coarse_windows_are_the_scripts(bench):
     line = next(x for x in script_lines() if "train-coarse" in x)
     coarse = bench.RUNS["coarse"]
-    if coarse.window is None:  # whole heads throughout
-        assert "patch_size" not in line and "patch_epochs" not in line
-    else:
-        assert f"--set 'coarse.patch_size=[{','.join(map(str, coarse.window))}]'" in line
-        assert f"--set coarse.patch_epochs={coarse.window_epochs}" in line
+    assert f"--set 'coarse.patch_size=[{','.join(map(str, coarse.window))}]'" in line
+    assert f"--set coarse.patch_epochs={coarse.window_epochs}" in line
 
 
 def test_a_windowed_coarse_run_is_timed_on_both_kinds_of_step(bench, monkeypatch, tmp_path):
@@ -77,8 +73,7 @@ def test_a_windowed_coarse_run_is_timed_on_both_kinds_of_step(bench, monkeypatch
         return 1.0 if extra else 2.5  # seconds per step on the window, on the whole head
 
     monkeypatch.setattr(bench, "_time_steps", fake_steps)
-    # a windowed schedule (the script's since the eleventh candidate), whatever the table holds now
-    coarse = dataclasses.replace(bench.RUNS["coarse"], window=(72, 80, 64), window_epochs=40)
+    coarse = bench.RUNS["coarse"]
     share = coarse.window_epochs / coarse.epochs
     assert bench.time_run(coarse, tmp_path, 5, tmp_path) == pytest.approx(share * 1.0 + (1 - share) * 2.5)
     assert [extra for _, extra in timed] == [["--set", "coarse.patch_size=[72,80,64]"], []]
@@ -134,7 +129,7 @@ def test_measured_reads_each_run_of_a_finished_build_from_its_log(bench, tmp_pat
     assert bench.main(["--measured", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "training along the script's schedule" in out
-    assert ("per window step" in out) == (bench.RUNS["coarse"].window is not None)
+    assert "coarse: 2.00 s per window step" in out and "2.00 s per whole-head step" in out
     script, bound = bench.schedule_minutes(minutes)
     assert f"at least {bound:.0f} min" in out and bound <= script
 
