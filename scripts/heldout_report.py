@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="an ABCs-layout folder instead of a --set")
     ap.add_argument("--model", default="brainbarriers-demo")
     ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
+    ap.add_argument("--tile-overlap", help="passed to brainbarriers segment (default: its own)")
     args = ap.parse_args(argv)
     heads = args.data or DATA / args.set
-    print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only")
+    print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only; tile overlap {args.tile_overlap or 'default'}")
     rows = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for found in discover(heads):  # training's case discovery: any image format, NNN/NNN_t1.* layout
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = t1.parent
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
                         "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
-                        "--progress", "none"], check=True)
+                        "--progress", "none", *(["--tile-overlap", args.tile_overlap] if args.tile_overlap else [])],
+                       check=True)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
         rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),
                                     truth == 5, read_mni_transform(folder, case), truth == 1)

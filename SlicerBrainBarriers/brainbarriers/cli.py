@@ -46,6 +46,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-alignment-check", action="store_true", help="do not refuse inputs that look misaligned")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="inference precision")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--tile-overlap", type=float, default=0.25, metavar="FRACTION",
+                   help="share of a tile repeated by its neighbour where a crop exceeds the network's window "
+                        "(default %(default)s; more costs more forwards)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     p.add_argument("--dicom-seg", action="store_true", help="also write <case>_seg.dcm (DICOM SEG; DICOM reference input)")
     p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm (DICOM RTSTRUCT; DICOM reference input)")
@@ -161,7 +164,7 @@ def _segmenter(args, progress):
     options = SegmentOptions(
         structures=args.structures, quality=args.quality, register=args.register,
         check_alignment=not args.no_alignment_check, cleanup=not args.no_cleanup, precision=args.precision,
-        uncertainty=args.uncertainty, atlas=not args.no_atlas,
+        uncertainty=args.uncertainty, atlas=not args.no_atlas, tile_overlap=args.tile_overlap,
     )
     return Segmenter(bundle, args.device, options, progress)
 

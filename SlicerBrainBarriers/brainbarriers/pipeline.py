@@ -56,6 +56,10 @@ class SegmentOptions:
         batch_size: equal-shape tiles/flips per forward (None: 4 on a GPU, 1 on the CPU, where
             batching does not add speed but adds memory).
         fine_boxes: model-grid boxes per fine target replacing the coarse stage's (benchmarks).
+        tile_overlap: the share of a tile's width that its neighbour repeats, where a crop is
+            larger than the network's window (sliding window, Gaussian-weighted). A thin
+            structure's result can depend on where the tiles fall (docs/demo-candidates.md);
+            more overlap costs more forwards.
         atlas: with the neck in view (the image reaching further below the top of the head than
             the bundle's training heads, quality flag ``field_of_view``), keep each target's coarse
             region, and what the fine networks draw, within its box from the registered atlas (``brainbarriers.atlas``).
@@ -71,6 +75,7 @@ class SegmentOptions:
     fine_boxes: dict[str, geometry.Box] | None = None
     uncertainty: bool = False
     atlas: bool = True
+    tile_overlap: float = 0.25
 
 
 @dataclass
@@ -398,6 +403,8 @@ class Segmenter:
         if self.options.structures and missing:
             raise InputError(f"model {bundle.id} does not segment {', '.join(missing)}; it segments {', '.join(bundle.structures)}")
         self.targets = [t for t in chosen if t.key in bundle.structures]
+        if not 0.0 <= self.options.tile_overlap < 1.0:
+            raise InputError(f"tile overlap {self.options.tile_overlap} is not a fraction from 0 up to (not including) 1")
 
     @property
     def runner(self):
@@ -434,7 +441,7 @@ class Segmenter:
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
             max_crop[needed], max_crop[trained] = max_crop[trained], max_crop[needed]
         prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop),
-                                   self._flip_axes() if flips is None else flips)[1]
+                                   self._flip_axes() if flips is None else flips, self.options.tile_overlap)[1]
         return np.swapaxes(prob, needed, trained) if swap else prob
 
     # --- stages of one run -------------------------------------------------------------------------
@@ -468,7 +475,7 @@ class Segmenter:
         margins = {t.key: int(self.bundle.network_spec(t.key)["margin"]) for t in self.targets}
         spec = self.bundle.network_spec("coarse")
         probs = self.runner.predict(self.network("coarse"), prepared.coarse_channels, tuple(spec["max_crop"]),
-                                    self._flip_axes())
+                                    self._flip_axes(), self.options.tile_overlap)
         notes = []
         coarse = prepared.coarse_grid
         prepared.zones = None
@@ -563,7 +570,7 @@ class Segmenter:
         self.progress("fine", _STAGE_START["fine"], "one-stage segmentation of the whole head")
         spec = self.bundle.network_spec("coarse")
         probs = self.runner.predict(self.network("coarse"), prepared.channels, tuple(spec["max_crop"]),
-                                    self._flip_axes())
+                                    self._flip_axes(), self.options.tile_overlap)
         winner = np.argmax(probs, axis=0)
         labels = np.zeros(winner.shape, dtype=np.uint8)
         whole = ((0, 0, 0), tuple(int(n) for n in winner.shape))

@@ -90,6 +90,13 @@ def test_missing_modality_lists_what_works(tmp_path, case_files, tiny_bundle):
     assert_one_line_error(proc, "at least one input")
 
 
+def test_a_tile_overlap_outside_zero_to_one_is_refused(tmp_path, case_files, tiny_bundle):
+    out = tmp_path / "o"
+    proc = run_cli(*_args(case_files["ct"], case_files["t1"], case_files["t2"], tiny_bundle, out), "--tile-overlap", "1")
+    assert_one_line_error(proc, "tile overlap 1.0 is not a fraction")
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
 def test_tampered_bundle(tmp_path, case_files, tiny_bundle):
     import shutil
 

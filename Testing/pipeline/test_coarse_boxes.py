@@ -94,6 +94,37 @@ def test_full_quality_flips_only_left_right(tmp_path):
     assert Segmenter(bundle, "cpu", SegmentOptions(quality="fast"))._flip_axes() == ()
 
 
+def test_the_tile_overlap_option_sets_how_many_tiles_cover_a_fine_crop(tmp_path):
+    import pytest
+    import SimpleITK as sitk
+    from brainbarriers.bundles import load_bundle
+    from brainbarriers.errors import InputError
+    from tiny_bundle import write_tiny_bundle
+
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "b", max_crop=(16, 16, 16)))
+    grid = sitk.Image(40, 40, 40, sitk.sitkFloat32)
+    grid.SetSpacing((1.2, 1.2, 1.2))
+    crop = np.random.default_rng(0).normal(0, 1, (3, 16, 40, 16)).astype(np.float32)  # longer than the window along J
+    forwards = {}
+    for overlap in (0.25, 0.5):
+        segmenter = Segmenter(bundle, "cpu", SegmentOptions(tile_overlap=overlap))
+        count = [0]
+        forward = segmenter.runner.forward
+
+        def counted(net, x, forward=forward, count=count):
+            count[0] += x.shape[0]
+            return forward(net, x)
+
+        segmenter.runner.forward = counted
+        prob = segmenter.fine_probability(fine_target("ventricles"), crop, grid)
+        assert prob.shape == crop.shape[1:] and np.isfinite(prob).all()
+        forwards[overlap] = count[0]
+    # J: starts 0, 12, 24 at a quarter's overlap; 0, 8, 16, 24 at half
+    assert forwards == {0.25: 3, 0.5: 4}
+    with pytest.raises(InputError, match="tile overlap 1.0 is not a fraction"):
+        Segmenter(bundle, "cpu", SegmentOptions(tile_overlap=1.0))
+
+
 def test_grow_box_reaches_the_training_window_inside_the_image():
     # centred growth; shifted back inside at the border; an axis shorter than the window is taken whole
     assert geometry.grow_box(((10, 10, 10), (14, 30, 12)), (8, 16, 6), (40, 40, 40)) == ((8, 10, 8), (16, 30, 14))
