@@ -64,7 +64,7 @@ def test_segment_json_progress_and_outputs(case_files, tiny_bundle, tmp_path):
 
     report = json.loads((out / "c1_report.json").read_text())
     assert report["model"]["id"] == "tiny-test" and len(report["model"]["sha256"]) == 64
-    assert report["device"] == "cpu" and report["reference"] == "ct"
+    assert report["device"] == "cpu" and report["reference"] == "ct" and report["tile_overlap"] == 0.25
     voxel_ml = np.prod(ct.GetSpacing()) / 1000
     arr = sitk.GetArrayFromImage(labels)
     for lab in OUTPUT_LABELS:
@@ -75,6 +75,12 @@ def test_segment_json_progress_and_outputs(case_files, tiny_bundle, tmp_path):
     before = (out / "c1_report.json").read_bytes()
     assert_one_line_error(_segment(case_files, tiny_bundle, out, "--case", "c1"), "already exist", "--overwrite")
     assert (out / "c1_report.json").read_bytes() == before
+
+
+def test_the_tile_overlap_reaches_the_run_and_its_report(case_files, tiny_bundle, tmp_path):
+    proc = _segment(case_files, tiny_bundle, tmp_path / "o", "--tile-overlap", "0.5", "--progress", "none", "--case", "c")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o" / "c_report.json").read_text())["tile_overlap"] == 0.5
 
 
 def test_slicer_reads_the_seg_nrrd(case_files, tiny_bundle, tmp_path):
