@@ -82,9 +82,8 @@ def _run_locked(segmenter: Segmenter, inputs: dict[str, str | Path], paths: dict
             write(out.temp[kind], result, values, segmenter.bundle)
         report = export.build_report(
             result, segmenter.bundle, {m: str(Path(p).resolve()) for m, p in inputs.items()}, case,
-            segmenter.options.quality, values,
+            segmenter.options.quality, values, segmenter.options.tile_overlap,
         )
-        report["tile_overlap"] = segmenter.options.tile_overlap
         report["outputs"] = {k: str(p) for k, p in paths.items()}
         export.write_report(out.temp["report"], report)
         return out.commit()

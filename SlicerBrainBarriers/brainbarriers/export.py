@@ -156,7 +156,8 @@ def write_report(path: str | Path, report: dict) -> None:
     Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str, values: list[int]) -> dict:
+def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str, values: list[int],
+                 tile_overlap: float) -> dict:
     """The report JSON of one run (quality flags in "quality" and under each structure)."""
     structures = structure_stats(result.labels, values)
     for key, stats in structures.items():
@@ -167,6 +168,7 @@ def build_report(result, bundle, inputs: dict[str, str], case: str, quality: str
         "model": {"id": bundle.id, "version": bundle.version, "sha256": bundle.sha256, "path": str(bundle.path)},
         "device": result.device,
         "quality": quality,
+        "tile_overlap": tile_overlap,
         "inputs": inputs,
         "reference": result.reference,
         "modalities_used": result.modalities,

@@ -175,7 +175,7 @@ def test_flags_in_the_report(tmp_path):
     class _Bundle:
         id, version, sha256, path = "m", "1.0.0", "0" * 64, tmp_path
 
-    report = export.build_report(result, _Bundle(), {}, "c", "fast", [lab.value for lab in OUTPUT_LABELS])
+    report = export.build_report(result, _Bundle(), {}, "c", "fast", [lab.value for lab in OUTPUT_LABELS], 0.25)
     export.write_report(tmp_path / "r.json", report)
     back = json.loads((tmp_path / "r.json").read_text())
     assert back["structures"]["tentorium"]["flags"] == [{"kind": "missing", "reason": assessment.flags[0].reason}]
