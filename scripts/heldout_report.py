@@ -37,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="brainbarriers-demo")
     ap.add_argument("--out", type=Path, default=Path("/tmp/heldout_report"))
     ap.add_argument("--tile-overlap", help="passed to brainbarriers segment (default: its own)")
+    ap.add_argument("--quality", choices=["fast", "full"], help="passed to brainbarriers segment (default: its own)")
     args = ap.parse_args(argv)
     heads = args.data or DATA / args.set
-    print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only; tile overlap {args.tile_overlap or 'default'}")
+    print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only; tile overlap {args.tile_overlap or 'default'}; "
+          f"quality {args.quality or 'default'}")
     rows = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for found in discover(heads):  # training's case discovery: any image format, NNN/NNN_t1.* layout
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = t1.parent
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
                         "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
-                        "--progress", "none", *(["--tile-overlap", args.tile_overlap] if args.tile_overlap else [])],
+                        "--progress", "none", *(["--tile-overlap", args.tile_overlap] if args.tile_overlap else []),
+                        *(["--quality", args.quality] if args.quality else [])],
                        check=True)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
         rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),
