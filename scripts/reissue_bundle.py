@@ -1,5 +1,5 @@
 """Re-issue a model bundle under a new version with a new model card, its weights byte for byte,
-or with named networks replaced by retrained ones.
+or with named networks replaced by retrained ones, or with a fine network's test-time flips set.
 
 For a model card re-measured after a pipeline change (new anatomical rules, the atlas), or one
 network trained further (``train-fine --init-from``), when the training run that exported the
@@ -11,7 +11,8 @@ unless every weight file not replaced keeps its SHA-256. A replacement must hold
 Usage::
 
     python scripts/reissue_bundle.py BUNDLE --version 0.3.3 --model-card CARD [--licence LICENSE]
-        [--description TEXT] [--replace fine_cerebellum.safetensors=NEW.safetensors ...] --out NEW_FOLDER
+        [--description TEXT] [--replace fine_cerebellum.safetensors=NEW.safetensors ...]
+        [--test-time-flips sagittal_sinus=LR ...] --out NEW_FOLDER
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from brainbarriers.bundles.bundle import read_manifest, write_bundle
+from brainbarriers.errors import BundleError
 from safetensors.torch import load_file
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--description", help="default: the old one with its version replaced")
     ap.add_argument("--replace", action="append", default=[], metavar="NAME=SAFETENSORS",
                     help="a weight file of the bundle and the retrained weights that replace it (repeatable)")
+    ap.add_argument("--test-time-flips", action="append", default=[], metavar="STRUCTURE=AXES",
+                    help="average that fine network over these flips at inference (AXES: LR, or empty for none; repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.out.exists():
@@ -58,13 +62,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         states[name] = new
         del weights[name]
+    for item in args.test_time_flips:
+        key, sep, axes = item.partition("=")
+        fine = manifest["networks"]["fine"]
+        if not sep or key not in fine:
+            print(f"reissue_bundle: --test-time-flips {item}: expected STRUCTURE=AXES with STRUCTURE one of "
+                  f"{', '.join(sorted(fine))}", file=sys.stderr)
+            return 2
+        fine[key].pop("test_time_flips", None)
+        if axes:
+            fine[key]["test_time_flips"] = axes.split(",")
     extra = {"MODEL_CARD.md": args.model_card, "LICENSE": args.licence or args.bundle / "LICENSE"}
-    write_bundle(args.out, manifest, states, extra)
+    try:
+        write_bundle(args.out, manifest, states, extra)
+    except BundleError as exc:
+        print(f"reissue_bundle: {exc}", file=sys.stderr)
+        return 2
     changed = [e["path"] for e in read_manifest(args.out)["files"] if e["path"] in weights and e["sha256"] != weights[e["path"]]]
     if changed:
         print(f"reissue_bundle: the weights of {', '.join(changed)} came out different; not re-issued", file=sys.stderr)
         return 1
     replaced = f", {len(args.replace)} replaced" if args.replace else ""
+    replaced += f", test-time flips {', '.join(args.test_time_flips)}" if args.test_time_flips else ""
     print(f"{manifest['id']} {args.version}: {len(weights)} weight files unchanged{replaced}, model card and manifest "
           f"new, in {args.out}")
     return 0

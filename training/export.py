@@ -94,7 +94,7 @@ def manifest_for_run(workdir: Path, targets: list[str], recipe: Recipe | None = 
         model_id=recipe.bundle.id, version=recipe.bundle.version, description=recipe.bundle.description,
         licence=recipe.bundle.licence, coarse=specs.pop("coarse"), fine=specs,
         spacing=data.spacing, coarse_spacing=data.coarse_spacing, normalisation=recipe.to_dict()["data"]["normalisation"],
-        supported_subsets=recipe.supported_subsets(),
+        supported_subsets=recipe.supported_subsets(), test_time_flips=recipe.bundle.test_time_flips,
         training={"data": recipe.bundle.data, "recipe": recipe.name, "code_version": _code_version(),
                   "date": datetime.date.today().isoformat()})
 

@@ -205,6 +205,9 @@ class BundleInfo:
     description: str = "HMRNet brain-barrier segmentation trained with the paper's recipe"
     licence: str = "Apache-2.0"
     data: str = "ABCs 2020 task 1 training cases"
+    #: fine-target key -> axes whose flips the exported network's output is averaged over at
+    #: inference, at every quality (only "LR": the networks train with left-right flips alone)
+    test_time_flips: dict[str, tuple[Literal["LR"], ...]] = field(default_factory=dict)
 
 
 STAGES = ("coarse", "fine")

@@ -428,11 +428,18 @@ class Segmenter:
         # symmetric in the other directions), so averaging other flips would feed unseen images.
         return (LR_AXIS,) if self.options.quality == "full" else ()
 
+    def _fine_flip_axes(self, spec: dict) -> tuple[int, ...]:
+        # a bundle may ask for flip averaging of one network at every quality (its manifest's
+        # test_time_flips); "full" quality adds the left-right flip for all
+        named = {"LR": LR_AXIS}
+        return tuple(sorted(set(self._flip_axes()) | {named[a] for a in spec.get("test_time_flips", [])}))
+
     def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image,
                          flips: tuple[int, ...] | None = None) -> np.ndarray:
         """Foreground probability of one fine target on its crop (C, K, J, I) of the model grid
-        (``flips``: flip-averaging axes, default from the quality option)."""
+        (``flips``: flip-averaging axes, default the network's own and the quality option's)."""
         spec = self.bundle.network_spec(target.key)
+        flips = self._fine_flip_axes(spec) if flips is None else flips
         needed, trained = fine_axes(target, spec, grid)
         overrides = {"inter_slice_axis": needed} if needed is not None and "inter_slice_axis" not in spec["options"] else {}
         max_crop = list(spec.get("window") or spec["max_crop"])  # trained on fixed windows: tile with them
@@ -440,8 +447,10 @@ class Segmenter:
         if swap:  # present the thin axis where the weights expect it
             crop = np.swapaxes(crop, 1 + needed, 1 + trained)
             max_crop[needed], max_crop[trained] = max_crop[trained], max_crop[needed]
+            # a flip along the left-right axis follows that axis to where the swap put it
+            flips = tuple(sorted({needed: trained, trained: needed}.get(a, a) for a in flips))
         prob = self.runner.predict(self.network(target.key, **overrides), crop, tuple(max_crop),
-                                   self._flip_axes() if flips is None else flips, self.options.tile_overlap)[1]
+                                   flips, self.options.tile_overlap)[1]
         return np.swapaxes(prob, needed, trained) if swap else prob
 
     # --- stages of one run -------------------------------------------------------------------------

@@ -56,3 +56,31 @@ def test_a_named_network_is_replaced_and_every_other_kept(tmp_path):
                        "--replace", replace)
         assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_fine_networks_test_time_flips_are_set_and_cleared(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# brainbarriers-demo 9.9.12: model card\n", encoding="utf-8")
+    old = {e["path"]: e["sha256"] for e in json.loads((DEMO / "manifest.json").read_text())["files"]}
+    out = tmp_path / "bundle"
+    run = _reissue("--version", "9.9.12", "--model-card", str(card), "--out", str(out),
+                   "--test-time-flips", "sagittal_sinus=LR")
+    assert run.returncode == 0, run.stderr
+    bundle = load_bundle(out)
+    assert bundle.network_spec("sagittal_sinus")["test_time_flips"] == ["LR"]
+    assert "test_time_flips" not in bundle.network_spec("falx")
+    new = {e["path"]: e["sha256"] for e in bundle.manifest["files"]}
+    assert all(new[p] == old[p] for p in old if p.endswith(".safetensors"))
+
+    cleared = tmp_path / "cleared"
+    run = subprocess.run([sys.executable, str(REPO / "scripts/reissue_bundle.py"), str(out), "--version", "9.9.13",
+                          "--model-card", str(card), "--out", str(cleared), "--test-time-flips", "sagittal_sinus="],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "test_time_flips" not in load_bundle(cleared).network_spec("sagittal_sinus")
+
+    for item, words in [("sagittal_sinus=AP", "is not one of ['LR']"), ("sinus=LR", "expected STRUCTURE=AXES")]:
+        bad = _reissue("--version", "9.9.14", "--model-card", str(card), "--out", str(tmp_path / "bad"),
+                       "--test-time-flips", item)
+        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "bad").exists()

@@ -94,6 +94,37 @@ def test_full_quality_flips_only_left_right(tmp_path):
     assert Segmenter(bundle, "cpu", SegmentOptions(quality="fast"))._flip_axes() == ()
 
 
+def test_a_network_the_bundle_names_is_flip_averaged_at_every_quality(tmp_path):
+    import pytest
+    import SimpleITK as sitk
+    from brainbarriers.bundles import load_bundle
+    from brainbarriers.errors import BundleError
+    from tiny_bundle import tiny_manifest, write_tiny_bundle
+
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "b", max_crop=(16, 16, 16),
+                                           test_time_flips={"sagittal_sinus": ["LR"]}))
+    assert bundle.network_spec("sagittal_sinus")["test_time_flips"] == ["LR"]
+    grid = sitk.Image(40, 40, 40, sitk.sitkFloat32)
+    grid.SetSpacing((1.2, 1.2, 1.2))
+    crop = np.random.default_rng(1).normal(0, 1, (3, 16, 16, 16)).astype(np.float32)
+    fast = Segmenter(bundle, "cpu", SegmentOptions(quality="fast"))
+    sinus, ventricles = fine_target("sagittal_sinus"), fine_target("ventricles")
+    mirrored = fast.fine_probability(sinus, crop, grid, flips=(LR_AXIS,))
+    plain = fast.fine_probability(sinus, crop, grid, flips=())
+    assert not np.allclose(mirrored, plain, atol=1e-6)  # random weights are not symmetric
+    np.testing.assert_array_equal(fast.fine_probability(sinus, crop, grid), mirrored)
+    # the other networks keep the quality option's flips: none when fast, left-right when full
+    np.testing.assert_array_equal(fast.fine_probability(ventricles, crop, grid),
+                                  fast.fine_probability(ventricles, crop, grid, flips=()))
+    full = Segmenter(bundle, "cpu", SegmentOptions(quality="full"))
+    np.testing.assert_array_equal(full.fine_probability(ventricles, crop, grid),
+                                  full.fine_probability(ventricles, crop, grid, flips=(LR_AXIS,)))
+    np.testing.assert_array_equal(full.fine_probability(sinus, crop, grid), mirrored)
+    for flips, words in [({"sagittal_sinus": ["AP"]}, "is not one of"), ({"nothing": ["LR"]}, "without a network")]:
+        with pytest.raises((BundleError, ValueError), match=words):
+            tiny_manifest(test_time_flips=flips, structures=["sagittal_sinus"] if "nothing" in flips else None)
+
+
 def test_the_tile_overlap_option_sets_how_many_tiles_cover_a_fine_crop(tmp_path):
     import pytest
     import SimpleITK as sitk

@@ -15,7 +15,7 @@ TINY_FINE = {"hr_width": 2, "mr_widths": [4, 4, 8, 8]}
 
 def tiny_manifest(model_id: str = "tiny-test", modalities=("ct", "t1", "t2"), subsets=None,
                   structures=None, spacing=(1.2, 1.2, 1.2), coarse_spacing=(2.4, 2.4, 2.4),
-                  max_crop=(128, 128, 128)) -> dict:
+                  max_crop=(128, 128, 128), test_time_flips=None) -> dict:
     structures = list(structures or [t.key for t in FINE_TARGETS])
     channels = len(modalities)
     return build_manifest(
@@ -24,7 +24,7 @@ def tiny_manifest(model_id: str = "tiny-test", modalities=("ct", "t1", "t2"), su
         fine={key: fine_network(key, TINY_FINE, max_crop=max_crop, in_channels=channels) for key in structures},
         spacing=spacing, coarse_spacing=coarse_spacing,
         normalisation={m: ({"clip": [-100, 200]} if m == "ct" else {}) for m in modalities},
-        modalities=modalities, supported_subsets=subsets or [modalities],
+        modalities=modalities, supported_subsets=subsets or [modalities], test_time_flips=test_time_flips,
         training={"data": "none (random weights)", "recipe": "test fixture", "code_version": "test",
                   "date": "2026-01-01"})
 

@@ -18,7 +18,8 @@ def test_export_bundle_loads_and_segments(prepared, tmp_path):
     data, cache, _ = prepared
     torch.set_num_threads(1)
     cfg = tiny_config(train={"epochs": 1, "iterations_per_epoch": 1, "batch_size": 1, "checkpoint_every_steps": 0})
-    cfg["bundle"] = {"id": "phantom-test", "version": "0.0.2", "licence": "Apache-2.0", "description": "test"}
+    cfg["bundle"] = {"id": "phantom-test", "version": "0.0.2", "licence": "Apache-2.0", "description": "test",
+                     "test_time_flips": {"sagittal_sinus": ["LR"]}}
     cfg["train"]["augmentation"]["modality_dropout_probability"] = 0.3
     work = tmp_path / "work"
     train_coarse(cfg, cache, work)
@@ -32,6 +33,9 @@ def test_export_bundle_loads_and_segments(prepared, tmp_path):
     assert ["t1", "t2"] in manifest["inputs"]["supported_subsets"]  # trained with modality dropout
     assert manifest["networks"]["fine"]["falx"]["options"]["inter_slice_axis"] == 2
     assert manifest["networks"]["fine"]["transverse_sinus"]["options"]["inter_slice_axis"] == 0
+    # the recipe's test-time flips reach the one network they name
+    assert manifest["networks"]["fine"]["sagittal_sinus"]["test_time_flips"] == ["LR"]
+    assert not any("test_time_flips" in spec for key, spec in manifest["networks"]["fine"].items() if key != "sagittal_sinus")
     files = {f["path"]: f for f in manifest["files"]}
     assert {"coarse.safetensors", "MODEL_CARD.md"} <= set(files)
     for name, f in files.items():

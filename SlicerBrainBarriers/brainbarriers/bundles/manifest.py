@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
 from ..preprocessing import array_axis
@@ -65,6 +65,7 @@ def build_manifest(
     training: Optional[dict] = None,
     timings: Optional[dict] = None,
     mode: str = "two-stage",
+    test_time_flips: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> dict:
     """A validated manifest (without ``files``) for a coarse network and fine networks by target key.
 
@@ -75,19 +76,27 @@ def build_manifest(
     ``mode="one-stage"``: ``coarse`` is the single network whose argmax on the model grid is the
     segmentation (``fine`` empty, ``coarse_spacing`` the model spacing); ``structures`` then come
     from ``fine``'s keys or, when it is empty, every fine target.
+
+    ``test_time_flips``: fine-target key -> axes (``"LR"``) whose flips that network's output is
+    averaged over at inference, whatever the quality option.
     """
     order = [t.key for t in FINE_TARGETS]
     unknown = sorted(set(fine) - set(order))
     if unknown:
         raise ValueError(f"unknown fine targets {unknown}")
     structures = [k for k in order if k in fine or (mode == "one-stage" and not fine)]
+    flips = dict(test_time_flips or {})
+    unknown = sorted(set(flips) - set(fine))
+    if unknown:
+        raise ValueError(f"test-time flips for fine targets without a network: {unknown}")
     fine_entries = {}
     for key in [k for k in structures if k in fine]:
         spec = fine[key]
         fine_entries[key] = {**{k: spec[k] for k in _NETWORK_KEYS}, "options": dict(spec.get("options", {})),
                              "file": f"fine_{key}.safetensors", "slice_axis": spec.get("slice_axis"),
                              "margin": int(spec["margin"]), "max_crop": [int(n) for n in spec["max_crop"]],
-                             **({"window": [int(n) for n in spec["window"]]} if spec.get("window") else {})}
+                             **({"window": [int(n) for n in spec["window"]]} if spec.get("window") else {}),
+                             **({"test_time_flips": list(flips[key])} if flips.get(key) else {})}
     coarse_entry = {**{k: coarse[k] for k in _NETWORK_KEYS}, "options": dict(coarse.get("options", {})),
                     "file": "coarse.safetensors", "spacing": [float(s) for s in coarse_spacing]}
     manifest = {
