@@ -1,5 +1,6 @@
 """Re-issue a model bundle under a new version with a new model card, its weights byte for byte,
-or with named networks replaced by retrained ones, or with a fine network's test-time flips set.
+or with named networks replaced by retrained ones, a fine network's test-time flips set, or another
+network of a fine target added to average with (an ensemble).
 
 For a model card re-measured after a pipeline change (new anatomical rules, the atlas), or one
 network trained further (``train-fine --init-from``), when the training run that exported the
@@ -12,7 +13,8 @@ Usage::
 
     python scripts/reissue_bundle.py BUNDLE --version 0.3.3 --model-card CARD [--licence LICENSE]
         [--description TEXT] [--replace fine_cerebellum.safetensors=NEW.safetensors ...]
-        [--test-time-flips sagittal_sinus=LR ...] --out NEW_FOLDER
+        [--test-time-flips sagittal_sinus=LR ...] [--add-member sagittal_sinus=NEW.safetensors ...]
+        --out NEW_FOLDER
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from brainbarriers.bundles.bundle import read_manifest, write_bundle
+from brainbarriers.bundles.manifest import ensemble_file
 from brainbarriers.errors import BundleError
 from safetensors.torch import load_file
 
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a weight file of the bundle and the retrained weights that replace it (repeatable)")
     ap.add_argument("--test-time-flips", action="append", default=[], metavar="STRUCTURE=AXES",
                     help="average that fine network over these flips at inference (AXES: LR, or empty for none; repeatable)")
+    ap.add_argument("--add-member", action="append", default=[], metavar="STRUCTURE=SAFETENSORS",
+                    help="another trained network of that fine target, averaged with its others at inference (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.out.exists():
@@ -72,6 +77,22 @@ def main(argv: list[str] | None = None) -> int:
         fine[key].pop("test_time_flips", None)
         if axes:
             fine[key]["test_time_flips"] = axes.split(",")
+    for item in args.add_member:
+        key, _, path = item.partition("=")
+        fine = manifest["networks"]["fine"]
+        if key not in fine or not path:
+            print(f"reissue_bundle: --add-member {item}: expected STRUCTURE=FILE with STRUCTURE one of "
+                  f"{', '.join(sorted(fine))}", file=sys.stderr)
+            return 2
+        new = load_file(path)
+        if {k: tuple(v.shape) for k, v in new.items()} != {k: tuple(v.shape) for k, v in states[fine[key]["file"]].items()}:
+            print(f"reissue_bundle: {path} does not hold the tensors of {fine[key]['file']} (names or shapes differ)",
+                  file=sys.stderr)
+            return 2
+        members = fine[key].setdefault("ensemble", [])
+        name = ensemble_file(key, len(members) + 2)
+        members.append(name)
+        states[name] = new
     extra = {"MODEL_CARD.md": args.model_card, "LICENSE": args.licence or args.bundle / "LICENSE"}
     try:
         write_bundle(args.out, manifest, states, extra)
@@ -84,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     replaced = f", {len(args.replace)} replaced" if args.replace else ""
     replaced += f", test-time flips {', '.join(args.test_time_flips)}" if args.test_time_flips else ""
+    replaced += f", {len(args.add_member)} member(s) added" if args.add_member else ""
     print(f"{manifest['id']} {args.version}: {len(weights)} weight files unchanged{replaced}, model card and manifest "
           f"new, in {args.out}")
     return 0

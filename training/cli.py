@@ -145,6 +145,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-card", type=Path, default=None)
     p.add_argument("--cache", type=Path, default=None,
                    help="prepared training data: store its per-structure volume statistics (quality flags)")
+    p.add_argument("--member", action="append", default=[], metavar="STRUCTURE=FOLDER",
+                   help="another training folder of a fine target (e.g. RUN_B/fine/sagittal_sinus, another seed): "
+                        "exported beside the workdir's and averaged with it at inference (repeatable)")
     _cases_args(p)
 
     p = sub.add_parser("recipe", help="print the complete, validated recipe (defaults + file + --set)")
@@ -287,7 +290,13 @@ def run(args) -> int:
             extra["LICENSE"] = args.licence_file
         if args.model_card:
             extra["MODEL_CARD.md"] = args.model_card
-        path = export_bundle(args.workdir, args.out, extra or None, args.cache, args.cases)
+        members: dict[str, list[Path]] = {}
+        for item in args.member:
+            key, sep, folder = item.partition("=")
+            if not sep or not key or not folder:
+                raise ValueError(f"--member {item}: expected STRUCTURE=FOLDER")
+            members.setdefault(key, []).append(Path(folder))
+        path = export_bundle(args.workdir, args.out, extra or None, args.cache, args.cases, members)
         print(f"wrote bundle {path}")
         return 0
     config = _load(args)

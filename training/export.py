@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from brainbarriers.bundles import build_manifest
+from brainbarriers.bundles.manifest import ensemble_file
 from brainbarriers.structures import FINE_TARGETS, fine_target
 
 from .config import RECIPE_FILE, Recipe, as_recipe, read_recipe
@@ -65,36 +66,51 @@ def _spec_problem(saved: dict, expected: dict) -> str | None:
     return None
 
 
-def check_run(recipe: Recipe, workdir: Path, targets: list[str]) -> dict[str, dict]:
-    """The saved network specs of the run, checked against ``recipe``; raises ValueError on a mismatch."""
+def check_run(recipe: Recipe, workdir: Path, targets: list[str],
+              members: dict[str, list[Path]] | None = None) -> dict[str, dict]:
+    """The saved network specs of the run, checked against ``recipe``; raises ValueError on a mismatch.
+    ``members``: more training folders of a fine target (an ensemble), checked the same way."""
     specs = {}
-    for name, folder in _network_dirs(Path(workdir), targets).items():
-        spec = json.loads((folder / SPEC).read_text())
-        problem = _spec_problem(spec, network_spec(recipe, None if name == "coarse" else fine_target(name)))
-        if problem is None and (folder / RECIPE_FILE).is_file():
-            saved = read_recipe(folder).data
-            if name != "coarse":  # a fine network never sees the coarse grid
-                saved = dataclasses.replace(saved, coarse_spacing=recipe.data.coarse_spacing)
-            if saved != recipe.data:
-                problem = "data settings (spacing, normalisation) differ"
-        if problem:
-            raise ValueError(f"network {folder} does not match the run's recipe: {problem}; "
-                             f"retrain it or export its own run")
-        specs[name] = spec
+    folders = [(name, folder) for name, folder in _network_dirs(Path(workdir), targets).items()]
+    folders += [(key, Path(folder)) for key, more in (members or {}).items() for folder in more]
+    for name, folder in folders:
+        spec = _check_network(recipe, name, folder)
+        if name in specs and spec != specs[name]:  # an ensemble member: the same network, other weights
+            raise ValueError(f"network {folder} is not the network of {workdir / 'fine' / name} (network.json differs)")
+        specs.setdefault(name, spec)
     return specs
 
 
-def manifest_for_run(workdir: Path, targets: list[str], recipe: Recipe | None = None) -> dict:
-    """The bundle manifest of a training folder from its saved recipe and network specs."""
+def _check_network(recipe: Recipe, name: str, folder: Path) -> dict:
+    """The saved network spec in ``folder``, checked against ``recipe``."""
+    spec = json.loads((folder / SPEC).read_text())
+    problem = _spec_problem(spec, network_spec(recipe, None if name == "coarse" else fine_target(name)))
+    if problem is None and (folder / RECIPE_FILE).is_file():
+        saved = read_recipe(folder).data
+        if name != "coarse":  # a fine network never sees the coarse grid
+            saved = dataclasses.replace(saved, coarse_spacing=recipe.data.coarse_spacing)
+        if saved != recipe.data:
+            problem = "data settings (spacing, normalisation) differ"
+    if problem:
+        raise ValueError(f"network {folder} does not match the run's recipe: {problem}; "
+                         f"retrain it or export its own run")
+    return spec
+
+
+def manifest_for_run(workdir: Path, targets: list[str], recipe: Recipe | None = None,
+                     members: dict[str, list[Path]] | None = None) -> dict:
+    """The bundle manifest of a training folder from its saved recipe and network specs (``members``:
+    more training folders of a fine target, averaged with it at inference)."""
     workdir = Path(workdir)
     recipe = recipe or run_recipe(workdir)
-    specs = check_run(recipe, workdir, targets)
+    specs = check_run(recipe, workdir, targets, members)
     data = recipe.data
     return build_manifest(
         model_id=recipe.bundle.id, version=recipe.bundle.version, description=recipe.bundle.description,
         licence=recipe.bundle.licence, coarse=specs.pop("coarse"), fine=specs,
         spacing=data.spacing, coarse_spacing=data.coarse_spacing, normalisation=recipe.to_dict()["data"]["normalisation"],
         supported_subsets=recipe.supported_subsets(), test_time_flips=recipe.bundle.test_time_flips,
+        ensembles={key: 1 + len(more) for key, more in (members or {}).items() if more},
         training={"data": recipe.bundle.data, "recipe": recipe.name, "code_version": _code_version(),
                   "date": datetime.date.today().isoformat()})
 
@@ -167,10 +183,12 @@ def training_statistics(cache: Path, cases: list[str] | None = None) -> dict:
 
 
 def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None = None,
-                  cache: Path | None = None, cases: list[str] | None = None) -> Path:
+                  cache: Path | None = None, cases: list[str] | None = None,
+                  members: dict[str, list[Path]] | None = None) -> Path:
     """Write the bundle of ``workdir`` (coarse + every trained fine target) into ``out``; with the
     prepared training data (``cache``, ``cases``) the manifest also carries its volume statistics and
-    how far its images reach below the top of the head."""
+    how far its images reach below the top of the head. ``members``: fine target key -> more
+    training folders of that target (other seeds), exported beside it as one ensemble."""
     from brainbarriers.bundles import write_bundle
 
     workdir = Path(workdir)
@@ -189,10 +207,19 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
     targets = trained_targets(workdir)
     if not targets:
         raise FileNotFoundError(f"no trained fine networks in {workdir / 'fine'}")
-    manifest = manifest_for_run(workdir, targets)
+    members = {key: [Path(f) for f in more] for key, more in (members or {}).items() if more}
+    stray = sorted(set(members) - set(targets))
+    if stray:
+        raise ValueError(f"ensemble members for {', '.join(stray)}, which {workdir / 'fine'} has not trained")
+    for folder in [f for more in members.values() for f in more]:
+        if not (folder / FINAL).is_file():
+            raise FileNotFoundError(f"no trained network in {folder}")
+    manifest = manifest_for_run(workdir, targets, members=members)
     if cache is not None:
         manifest.update(training_statistics(cache, cases))
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}
     for key in targets:
         states[f"fine_{key}.safetensors"] = load_weights(workdir / "fine" / key / FINAL)
+        for number, folder in enumerate(members.get(key, []), start=2):
+            states[ensemble_file(key, number)] = load_weights(folder / FINAL)
     return write_bundle(out, manifest, states, extra_files)

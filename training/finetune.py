@@ -141,6 +141,10 @@ def child_manifest(parent, version: str, trained_on: list[str], held_out: list[s
     manifest["description"] = (f"{parent.manifest.get('description', '')} Fine-tuned on {len(trained_on)} site cases "
                                f"from {parent.id}@{parent.version}.").strip()
     manifest["parent"] = {"id": parent.id, "version": parent.version, "sha256": parent.sha256}
+    # fine-tuning trains one network per target, from the parent's first: an ensemble's other members
+    # were not trained on the site and are not carried over
+    for spec in manifest["networks"]["fine"].values():
+        spec.pop("ensemble", None)
     manifest["training"] = {
         **manifest.get("training", {}),
         "data": f"site data {data} (fine-tuning)", "recipe": f"{recipe_name} (finetune)",

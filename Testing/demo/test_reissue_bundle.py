@@ -84,3 +84,30 @@ def test_a_fine_networks_test_time_flips_are_set_and_cleared(tmp_path):
                        "--test-time-flips", item)
         assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_another_network_of_a_target_is_added_as_an_ensemble_member(tmp_path):
+    from brainbarriers.networks.ensemble import MeanOfMembers
+
+    card = tmp_path / "card.md"
+    card.write_text("# brainbarriers-demo 9.9.15: model card\n", encoding="utf-8")
+    old = {e["path"]: e["sha256"] for e in json.loads((DEMO / "manifest.json").read_text())["files"]}
+    out = tmp_path / "bundle"
+    # the falx network has the sagittal sinus network's tensors (both HMRNet-s, thin left-right, same widths)
+    run = _reissue("--version", "9.9.15", "--model-card", str(card), "--out", str(out),
+                   "--add-member", f"sagittal_sinus={DEMO / 'fine_falx.safetensors'}")
+    assert run.returncode == 0, run.stderr
+    assert "1 member(s) added" in run.stdout
+    bundle = load_bundle(out)
+    assert bundle.network_spec("sagittal_sinus")["ensemble"] == ["fine_sagittal_sinus_2.safetensors"]
+    new = {e["path"]: e["sha256"] for e in bundle.manifest["files"]}
+    assert new["fine_sagittal_sinus_2.safetensors"] == old["fine_falx.safetensors"]
+    assert all(new[p] == old[p] for p in old if p.endswith(".safetensors"))
+    assert isinstance(bundle.build_network("sagittal_sinus"), MeanOfMembers)
+
+    for item, words in [(f"sagittal_sinus={DEMO / 'fine_ventricles.safetensors'}", "names or shapes differ"),
+                        (f"sinus={DEMO / 'fine_falx.safetensors'}", "expected STRUCTURE=FILE")]:
+        bad = _reissue("--version", "9.9.16", "--model-card", str(card), "--out", str(tmp_path / "bad"),
+                       "--add-member", item)
+        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "bad").exists()

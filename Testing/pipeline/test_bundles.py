@@ -99,6 +99,39 @@ def test_weights_that_do_not_fit_the_network(tmp_path):
         bundle.build_network("cerebellum")
 
 
+def test_a_fine_network_with_ensemble_members_averages_them(tmp_path):
+    from brainbarriers.networks.ensemble import MeanOfMembers
+    from safetensors.torch import load_file
+
+    folder = write_tiny_bundle(tmp_path / "b", structures=["sagittal_sinus", "falx"], ensembles={"sagittal_sinus": 3})
+    bundle = load_bundle(folder)
+    spec = bundle.network_spec("sagittal_sinus")
+    assert spec["file"] == "fine_sagittal_sinus.safetensors"
+    assert spec["ensemble"] == ["fine_sagittal_sinus_2.safetensors", "fine_sagittal_sinus_3.safetensors"]
+    net = bundle.build_network("sagittal_sinus")
+    assert isinstance(net, MeanOfMembers) and not net.training
+    for member, name in zip(net.members, [spec["file"], *spec["ensemble"]]):
+        stored = load_file(str(folder / name))
+        assert all(torch.equal(v, stored[k]) for k, v in member.state_dict().items())
+    assert not isinstance(bundle.build_network("falx"), MeanOfMembers)
+
+    data = bytearray((folder / "fine_sagittal_sinus_3.safetensors").read_bytes())
+    data[-1] ^= 1
+    (folder / "fine_sagittal_sinus_3.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="SHA-256 mismatch for fine_sagittal_sinus_3.safetensors"):
+        load_bundle(folder, verify=False).build_network("sagittal_sinus")
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["networks"]["fine"]["sagittal_sinus"]["ensemble"].append("fine_elsewhere.safetensors")
+    with pytest.raises(BundleError, match="file fine_elsewhere.safetensors is not listed in files"):
+        validate_manifest(manifest)
+    manifest["networks"]["fine"]["sagittal_sinus"]["ensemble"] = ["fine_sagittal_sinus.safetensors"]
+    with pytest.raises(BundleError, match="ensemble repeats its file"):
+        validate_manifest(manifest)
+    with pytest.raises(ValueError, match="at least two networks"):
+        tiny_manifest(ensembles={"falx": 1})
+
+
 def test_supported_subsets(tmp_path):
     folder = write_tiny_bundle(tmp_path / "b", structures=["cerebellum"],
                                subsets=[("ct", "t1", "t2"), ("t1", "t2"), ("t1",)])

@@ -14,7 +14,7 @@ from brainbarriers_training.stages import train_coarse, train_fine
 from training_helpers import PYTHONPATH, REPO, tiny_config
 
 
-def test_export_bundle_loads_and_segments(prepared, tmp_path):
+def test_export_bundle_loads_and_segments(prepared, tmp_path, capsys):
     data, cache, _ = prepared
     torch.set_num_threads(1)
     cfg = tiny_config(train={"epochs": 1, "iterations_per_epoch": 1, "batch_size": 1, "checkpoint_every_steps": 0})
@@ -48,6 +48,22 @@ def test_export_bundle_loads_and_segments(prepared, tmp_path):
     ref = load_file(str(work / "fine" / "falx" / "final.safetensors"))
     for k, v in net.state_dict().items():
         assert torch.equal(v.cpu(), ref[k])
+
+    # a second training folder of a target is exported beside it as an ensemble member; another
+    # target's folder is refused
+    import shutil
+
+    other = tmp_path / "seed_b" / "sagittal_sinus"
+    shutil.copytree(work / "fine" / "sagittal_sinus", other)
+    both = tmp_path / "bundle_ensemble"
+    assert main(["export", "--workdir", str(work), "--out", str(both), "--member", f"sagittal_sinus={other}"]) == 0
+    spec = load_bundle(both).network_spec("sagittal_sinus")
+    assert spec["ensemble"] == ["fine_sagittal_sinus_2.safetensors"]
+    assert (both / "fine_sagittal_sinus_2.safetensors").read_bytes() == (both / "fine_sagittal_sinus.safetensors").read_bytes()
+    assert main(["export", "--workdir", str(work), "--out", str(tmp_path / "bad"), "--member",
+                 f"sagittal_sinus={work / 'fine' / 'falx'}"]) != 0
+    assert "is not the network of" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
     files_in = case_files(data, "001")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH)

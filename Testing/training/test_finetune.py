@@ -113,3 +113,21 @@ def test_refusal_then_lineage_and_import(prepared, tmp_path):
                               "print([(e.id, e.version, e.downloaded) for e in list_models()])"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert "('site-parent', '0.0.1', True)" in listing.stdout and "('site-parent', '0.0.1+site.1', True)" in listing.stdout
+
+
+def test_a_child_of_an_ensemble_has_one_network_per_target(tmp_path):
+    """Fine-tuning trains the parent's first network of a target; the other members were never
+    trained on the site, so the child's manifest does not name them (and stays valid)."""
+    from brainbarriers.bundles import validate_manifest
+    from brainbarriers_training.finetune import child_manifest
+
+    spec = importlib.util.spec_from_file_location("tiny_bundle_for_finetune", TINY_BUNDLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parent = load_bundle(module.write_tiny_bundle(tmp_path / "parent", structures=["sagittal_sinus"],
+                                                  ensembles={"sagittal_sinus": 2}))
+    assert parent.network_spec("sagittal_sinus")["ensemble"] == ["fine_sagittal_sinus_2.safetensors"]
+    child = child_manifest(parent, "0.0.2", ["001"], ["002"], tmp_path, "smoke", {}, {})
+    assert "ensemble" not in child["networks"]["fine"]["sagittal_sinus"]
+    validate_manifest({**child, "files": [{"path": "coarse.safetensors", "size": 1, "sha256": "0" * 64},
+                                          {"path": "fine_sagittal_sinus.safetensors", "size": 1, "sha256": "0" * 64}]})

@@ -100,7 +100,8 @@ class Bundle:
         return used
 
     def build_network(self, stage: str, device: torch.device | str | None = None, **overrides: Any) -> torch.nn.Module:
-        """Build the network of ``stage`` ("coarse" or a fine-target key) with its weights, in eval mode.
+        """Build the network of ``stage`` ("coarse" or a fine-target key) with its weights, in eval mode
+        (a fine network with ``ensemble`` members: the mean of their probabilities, ``MeanOfMembers``).
 
         Args:
             stage: "coarse" or a fine-target key listed in the manifest.
@@ -111,20 +112,24 @@ class Bundle:
         from safetensors.torch import load as load_safetensors
 
         from ..networks import build
+        from ..networks.ensemble import MeanOfMembers
 
         spec = self.network_spec(stage)
-        path = self.path / spec["file"]
-        expected = {f["path"]: f["sha256"] for f in self.manifest["files"]}.get(spec["file"])
-        data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise BundleError(f"model {self.id}: SHA-256 mismatch for {spec['file']} (corrupt or tampered)")
+        expected = {f["path"]: f["sha256"] for f in self.manifest["files"]}
         options = {**spec["options"], **overrides}
-        net = build(spec["architecture"], spec["in_channels"], spec["out_channels"], **options)
-        try:
-            net.load_state_dict(load_safetensors(data), strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise BundleError(f"model {self.id}: weights of {stage} do not fit the network ({first})") from None
+        members = []
+        for name in [spec["file"], *spec.get("ensemble", [])]:
+            data = (self.path / name).read_bytes()  # read once: the bytes checked are the bytes loaded
+            if hashlib.sha256(data).hexdigest() != expected.get(name):
+                raise BundleError(f"model {self.id}: SHA-256 mismatch for {name} (corrupt or tampered)")
+            member = build(spec["architecture"], spec["in_channels"], spec["out_channels"], **options)
+            try:
+                member.load_state_dict(load_safetensors(data), strict=True)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise BundleError(f"model {self.id}: weights of {stage} ({name}) do not fit the network ({first})") from None
+            members.append(member)
+        net = members[0] if len(members) == 1 else MeanOfMembers(members)
         net.eval()
         return net.to(torch.device(device) if device is not None else torch.device("cpu"))
 

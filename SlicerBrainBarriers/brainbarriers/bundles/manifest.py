@@ -49,6 +49,11 @@ def fine_network(target: Union[FineTarget, str], options: Optional[dict] = None,
             **({"window": [int(n) for n in window]} if window else {})}
 
 
+def ensemble_file(key: str, member: int) -> str:
+    """The weight file of a fine target's ``member``-th network (1: the network's own ``file``)."""
+    return f"fine_{key}.safetensors" if member == 1 else f"fine_{key}_{member}.safetensors"
+
+
 def build_manifest(
     *,
     model_id: str,
@@ -66,6 +71,7 @@ def build_manifest(
     timings: Optional[dict] = None,
     mode: str = "two-stage",
     test_time_flips: Optional[Mapping[str, Sequence[str]]] = None,
+    ensembles: Optional[Mapping[str, int]] = None,
 ) -> dict:
     """A validated manifest (without ``files``) for a coarse network and fine networks by target key.
 
@@ -78,7 +84,9 @@ def build_manifest(
     from ``fine``'s keys or, when it is empty, every fine target.
 
     ``test_time_flips``: fine-target key -> axes (``"LR"``) whose flips that network's output is
-    averaged over at inference, whatever the quality option.
+    averaged over at inference, whatever the quality option. ``ensembles``: fine-target key -> how
+    many networks that target has (at least 2): the others' weights go to
+    ``fine_<key>_2.safetensors``, ``fine_<key>_3.safetensors``, ... and inference averages them all.
     """
     order = [t.key for t in FINE_TARGETS]
     unknown = sorted(set(fine) - set(order))
@@ -86,9 +94,12 @@ def build_manifest(
         raise ValueError(f"unknown fine targets {unknown}")
     structures = [k for k in order if k in fine or (mode == "one-stage" and not fine)]
     flips = dict(test_time_flips or {})
-    unknown = sorted(set(flips) - set(fine))
+    members = dict(ensembles or {})
+    if any(int(n) < 2 for n in members.values()):
+        raise ValueError(f"an ensemble has at least two networks: {members}")
+    unknown = sorted((set(flips) | set(members)) - set(fine))
     if unknown:
-        raise ValueError(f"test-time flips for fine targets without a network: {unknown}")
+        raise ValueError(f"test-time flips or ensembles for fine targets without a network: {unknown}")
     fine_entries = {}
     for key in [k for k in structures if k in fine]:
         spec = fine[key]
@@ -96,7 +107,9 @@ def build_manifest(
                              "file": f"fine_{key}.safetensors", "slice_axis": spec.get("slice_axis"),
                              "margin": int(spec["margin"]), "max_crop": [int(n) for n in spec["max_crop"]],
                              **({"window": [int(n) for n in spec["window"]]} if spec.get("window") else {}),
-                             **({"test_time_flips": list(flips[key])} if flips.get(key) else {})}
+                             **({"test_time_flips": list(flips[key])} if flips.get(key) else {}),
+                             **({"ensemble": [ensemble_file(key, i) for i in range(2, int(members[key]) + 1)]}
+                                if members.get(key) else {})}
     coarse_entry = {**{k: coarse[k] for k in _NETWORK_KEYS}, "options": dict(coarse.get("options", {})),
                     "file": "coarse.safetensors", "spacing": [float(s) for s in coarse_spacing]}
     manifest = {
