@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     heads = args.data or DATA / args.set
     print(f"machine: {cpu_name()}; model {args.model}; heads {heads}; T1 only; tile overlap {args.tile_overlap or 'default'}; "
           f"quality {args.quality or 'default'}")
+    # options passed on to `brainbarriers segment` only when given (otherwise its own defaults)
+    passed = [a for flag, value in (("--tile-overlap", args.tile_overlap), ("--quality", args.quality)) if value
+              for a in (flag, value)]
     rows = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for found in discover(heads):  # training's case discovery: any image format, NNN/NNN_t1.* layout
@@ -49,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = t1.parent
         subprocess.run([sys.executable, "-m", "brainbarriers", "segment", "--t1", str(t1), "--case", case,
                         "--model", args.model, "--output", str(args.out), "--overwrite", "--overview",
-                        "--progress", "none", *(["--tile-overlap", args.tile_overlap] if args.tile_overlap else []),
-                        *(["--quality", args.quality] if args.quality else [])],
+                        "--progress", "none", *passed],
                        check=True)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
         rows[case] = anatomy_report(sitk.ReadImage(str(args.out / f"{case}_labels.nii.gz")), sitk.ReadImage(str(t1)),

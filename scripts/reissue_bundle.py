@@ -30,6 +30,21 @@ from brainbarriers.errors import BundleError
 from safetensors.torch import load_file
 
 
+def _shapes(state: dict) -> dict:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _fine_item(option: str, item: str, fine: dict, value: str, required: bool) -> tuple[str, str] | None:
+    """(structure, value) of a STRUCTURE=VALUE argument naming a fine network (``required``: VALUE not
+    empty); None after saying why not."""
+    key, sep, rest = item.partition("=")
+    if key in fine and sep and (rest or not required):
+        return key, rest
+    print(f"reissue_bundle: {option} {item}: expected STRUCTURE={value} with STRUCTURE one of "
+          f"{', '.join(sorted(fine))}", file=sys.stderr)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)
@@ -62,30 +77,27 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         new = load_file(path)
-        if {k: tuple(v.shape) for k, v in new.items()} != {k: tuple(v.shape) for k, v in states[name].items()}:
+        if _shapes(new) != _shapes(states[name]):
             print(f"reissue_bundle: {path} does not hold the tensors of {name} (names or shapes differ)", file=sys.stderr)
             return 2
         states[name] = new
         del weights[name]
+    fine = manifest["networks"]["fine"]
     for item in args.test_time_flips:
-        key, sep, axes = item.partition("=")
-        fine = manifest["networks"]["fine"]
-        if not sep or key not in fine:
-            print(f"reissue_bundle: --test-time-flips {item}: expected STRUCTURE=AXES with STRUCTURE one of "
-                  f"{', '.join(sorted(fine))}", file=sys.stderr)
+        found = _fine_item("--test-time-flips", item, fine, "AXES", required=False)
+        if found is None:
             return 2
+        key, axes = found
         fine[key].pop("test_time_flips", None)
         if axes:
             fine[key]["test_time_flips"] = axes.split(",")
     for item in args.add_member:
-        key, _, path = item.partition("=")
-        fine = manifest["networks"]["fine"]
-        if key not in fine or not path:
-            print(f"reissue_bundle: --add-member {item}: expected STRUCTURE=FILE with STRUCTURE one of "
-                  f"{', '.join(sorted(fine))}", file=sys.stderr)
+        found = _fine_item("--add-member", item, fine, "FILE", required=True)
+        if found is None:
             return 2
+        key, path = found
         new = load_file(path)
-        if {k: tuple(v.shape) for k, v in new.items()} != {k: tuple(v.shape) for k, v in states[fine[key]["file"]].items()}:
+        if _shapes(new) != _shapes(states[fine[key]["file"]]):
             print(f"reissue_bundle: {path} does not hold the tensors of {fine[key]['file']} (names or shapes differ)",
                   file=sys.stderr)
             return 2

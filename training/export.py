@@ -71,7 +71,7 @@ def check_run(recipe: Recipe, workdir: Path, targets: list[str],
     """The saved network specs of the run, checked against ``recipe``; raises ValueError on a mismatch.
     ``members``: more training folders of a fine target (an ensemble), checked the same way."""
     specs = {}
-    folders = [(name, folder) for name, folder in _network_dirs(Path(workdir), targets).items()]
+    folders = list(_network_dirs(Path(workdir), targets).items())
     folders += [(key, Path(folder)) for key, more in (members or {}).items() for folder in more]
     for name, folder in folders:
         spec = _check_network(recipe, name, folder)
@@ -219,7 +219,6 @@ def export_bundle(workdir: Path, out: Path, extra_files: dict[str, Path] | None 
         manifest.update(training_statistics(cache, cases))
     states = {"coarse.safetensors": load_weights(workdir / "coarse" / FINAL)}
     for key in targets:
-        states[f"fine_{key}.safetensors"] = load_weights(workdir / "fine" / key / FINAL)
-        for number, folder in enumerate(members.get(key, []), start=2):
+        for number, folder in enumerate([workdir / "fine" / key, *members.get(key, [])], start=1):
             states[ensemble_file(key, number)] = load_weights(folder / FINAL)
     return write_bundle(out, manifest, states, extra_files)

@@ -35,6 +35,8 @@ MAX_CENTROID_MM = 20.0
 
 #: Array axis of left-right on the model grid (identity direction: numpy axis 2 is x, LPS's L).
 LR_AXIS = 2
+#: Manifest axis names of test-time flips -> array axes (only left-right: what training flips).
+_FLIP_AXES = {"LR": LR_AXIS}
 
 # Overall progress fraction at the start of each stage.
 _STAGE_START = {"load": 0.0, "prepare": 0.05, "coarse": 0.15, "fine": 0.3, "postprocess": 0.9, "export": 0.95}
@@ -431,8 +433,7 @@ class Segmenter:
     def _fine_flip_axes(self, spec: dict) -> tuple[int, ...]:
         # a bundle may ask for flip averaging of one network at every quality (its manifest's
         # test_time_flips); "full" quality adds the left-right flip for all
-        named = {"LR": LR_AXIS}
-        return tuple(sorted(set(self._flip_axes()) | {named[a] for a in spec.get("test_time_flips", [])}))
+        return tuple(sorted(set(self._flip_axes()) | {_FLIP_AXES[a] for a in spec.get("test_time_flips", [])}))
 
     def fine_probability(self, target: FineTarget, crop: np.ndarray, grid: sitk.Image,
                          flips: tuple[int, ...] | None = None) -> np.ndarray:

@@ -13,9 +13,16 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "SlicerBrainBarriers/brainbarriers/models/brainbarriers-demo"
 
 
-def _reissue(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts/reissue_bundle.py"), str(DEMO), *args],
+def _reissue(*args: str, bundle: Path = DEMO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts/reissue_bundle.py"), str(bundle), *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def _assert_refused(tmp_path: Path, card: Path, option: str, item: str, words: str) -> None:
+    """One line naming the problem, exit 2, no bundle folder."""
+    bad = _reissue("--version", "9.9.99", "--model-card", str(card), "--out", str(tmp_path / "bad"), option, item)
+    assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_weights_travel_unchanged_and_the_card_and_version_are_new(tmp_path):
@@ -52,10 +59,7 @@ def test_a_named_network_is_replaced_and_every_other_kept(tmp_path):
 
     for replace, words in [(f"fine_cerebellum.safetensors={DEMO / 'fine_falx.safetensors'}", "names or shapes differ"),
                            (f"cerebellum={DEMO / 'fine_ventricles.safetensors'}", "expected NAME=FILE")]:
-        bad = _reissue("--version", "9.9.11", "--model-card", str(card), "--out", str(tmp_path / "bad"),
-                       "--replace", replace)
-        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
-        assert not (tmp_path / "bad").exists()
+        _assert_refused(tmp_path, card, "--replace", replace, words)
 
 
 def test_a_fine_networks_test_time_flips_are_set_and_cleared(tmp_path):
@@ -73,17 +77,13 @@ def test_a_fine_networks_test_time_flips_are_set_and_cleared(tmp_path):
     assert all(new[p] == old[p] for p in old if p.endswith(".safetensors"))
 
     cleared = tmp_path / "cleared"
-    run = subprocess.run([sys.executable, str(REPO / "scripts/reissue_bundle.py"), str(out), "--version", "9.9.13",
-                          "--model-card", str(card), "--out", str(cleared), "--test-time-flips", "sagittal_sinus="],
-                         capture_output=True, text=True, timeout=120)
+    run = _reissue("--version", "9.9.13", "--model-card", str(card), "--out", str(cleared),
+                   "--test-time-flips", "sagittal_sinus=", bundle=out)
     assert run.returncode == 0, run.stderr
     assert "test_time_flips" not in load_bundle(cleared).network_spec("sagittal_sinus")
 
     for item, words in [("sagittal_sinus=AP", "is not one of ['LR']"), ("sinus=LR", "expected STRUCTURE=AXES")]:
-        bad = _reissue("--version", "9.9.14", "--model-card", str(card), "--out", str(tmp_path / "bad"),
-                       "--test-time-flips", item)
-        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
-        assert not (tmp_path / "bad").exists()
+        _assert_refused(tmp_path, card, "--test-time-flips", item, words)
 
 
 def test_another_network_of_a_target_is_added_as_an_ensemble_member(tmp_path):
@@ -107,7 +107,4 @@ def test_another_network_of_a_target_is_added_as_an_ensemble_member(tmp_path):
 
     for item, words in [(f"sagittal_sinus={DEMO / 'fine_ventricles.safetensors'}", "names or shapes differ"),
                         (f"sinus={DEMO / 'fine_falx.safetensors'}", "expected STRUCTURE=FILE")]:
-        bad = _reissue("--version", "9.9.16", "--model-card", str(card), "--out", str(tmp_path / "bad"),
-                       "--add-member", item)
-        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
-        assert not (tmp_path / "bad").exists()
+        _assert_refused(tmp_path, card, "--add-member", item, words)

@@ -104,7 +104,7 @@ def build_manifest(
     for key in [k for k in structures if k in fine]:
         spec = fine[key]
         fine_entries[key] = {**{k: spec[k] for k in _NETWORK_KEYS}, "options": dict(spec.get("options", {})),
-                             "file": f"fine_{key}.safetensors", "slice_axis": spec.get("slice_axis"),
+                             "file": ensemble_file(key, 1), "slice_axis": spec.get("slice_axis"),
                              "margin": int(spec["margin"]), "max_crop": [int(n) for n in spec["max_crop"]],
                              **({"window": [int(n) for n in spec["window"]]} if spec.get("window") else {}),
                              **({"test_time_flips": list(flips[key])} if flips.get(key) else {}),

@@ -62,10 +62,11 @@ def _semantic_errors(manifest: dict) -> list[str]:
     for name, spec in [("coarse", nets["coarse"]), *nets["fine"].items()]:
         if spec["in_channels"] != len(modalities):
             errors.append(f"networks.{name}: in_channels {spec['in_channels']} != {len(modalities)} modalities")
-        for member in [spec["file"], *spec.get("ensemble", [])]:
+        others = spec.get("ensemble", [])
+        for member in [spec["file"], *others]:
             if files and member not in files:
                 errors.append(f"networks.{name}: file {member} is not listed in files")
-        if spec["file"] in spec.get("ensemble", []):
+        if spec["file"] in others:
             errors.append(f"networks.{name}: ensemble repeats its file {spec['file']}")
     if any(m not in MODALITIES for m in modalities):
         errors.append(f"inputs.modalities: known modalities are {list(MODALITIES)}")
